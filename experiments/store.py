@@ -1,7 +1,7 @@
 """The run store: one folder per run, records written so a crash never leaves half a file.
 
     <runs-dir>/<experiment>/<method>/seed<k>/[trial<id>/]
-        spec.json      resolved spec, hyperparameters, seed, git commit + dirty flag, host, SLURM ids
+        spec.json      resolved spec, hyperparameters, seed, git commit + dirty flag, host, SLURM
         metrics.jsonl  one JSON object per logged step or epoch
         result.json    written last, atomically (see RESULT_KEYS)
         checkpoint.pt  latest resumable state

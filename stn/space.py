@@ -59,10 +59,12 @@ class HParam:
         if self.integer:
             if self.log:
                 raise SpaceError(f"{n}: integer hyperparameters cannot be log-scale")
-            if self.bounded and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            ends = (self.low, self.high) if self.bounded else (self.low,)
+            if not all(float(e).is_integer() for e in ends):
                 raise SpaceError(f"{n}: integer range ({self.low}, {self.high}) needs integer ends")
             if not float(self.init).is_integer():
-                raise SpaceError(f"{n}: integer hyperparameter needs an integer init, got {self.init}")
+                raise SpaceError(f"{n}: integer hyperparameter needs an integer init, "
+                                 f"got {self.init}")
         if not self.contains(self.init):
             raise SpaceError(f"{n}: init {self.init} outside the range ({self.low}, {self.high})")
 
