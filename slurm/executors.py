@@ -1,0 +1,179 @@
+"""Executors from an experiment's launch settings: `debug` (in-process), `local`, `slurm`.
+
+    launch = Launch(launcher="slurm", partition="gpu", gpus_per_node=1, extra=("account=ml",))
+    executor = make_executor(launch, "runs/x/slurm", name="stn-cifar")
+    jobs = submit_array(executor, train_one, [(cfg, 0), (cfg, 1)], launch.max_array_size)
+
+The cluster is always named: submitit's auto-detection would pick SLURM on any machine where
+its commands happen to be installed, including a laptop that only has the client tools.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+__all__ = ["LAUNCHERS", "Launch", "LaunchError", "make_executor", "parse_extra", "submit_array"]
+
+LAUNCHERS = ("debug", "local", "slurm")
+
+# sbatch options that Launch sets through its own fields (or submitit sets itself): passing them
+# again through `extra` would write the flag twice with different values.
+_RESERVED = {
+    "partition": "partition",
+    "gpus-per-node": "gpus_per_node",
+    "cpus-per-task": "cpus_per_task",
+    "mem": "mem_gb",
+    "time": "timeout_min",
+    "signal": "signal_delay_s",
+    "array": "array_parallelism",
+    "job-name": "make_executor(name=...)",
+    "output": "submitit",
+    "error": "submitit",
+    "open-mode": "submitit",
+}
+_EXTRA_RE = re.compile(r"^([a-z][a-z0-9_-]*)=(\S.*)$")
+
+
+class LaunchError(ValueError):
+    """A launch setting is invalid; the message names it and what is valid."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Where and with what resources a job runs. Fields other than `launcher` matter on SLURM;
+    `local` uses timeout_min and gpus_per_node, `debug` runs in-process and ignores them all."""
+
+    launcher: str = "local"  # debug (in-process) | local (subprocesses) | slurm (sbatch)
+    partition: str | None = None  # SLURM partition; None: the cluster's default partition
+    gpus_per_node: int = 0  # GPUs per job (one node per job)
+    cpus_per_task: int = 2  # CPU cores per job: data loading workers + the main process
+    mem_gb: float = 8  # memory per job (GB); fractions become MB
+    timeout_min: int = 60  # time limit per run of the job; a timed-out job is requeued
+    array_parallelism: int = 16  # at most this many tasks of one job array run at once
+    signal_delay_s: int = 90  # the checkpoint signal (USR2) comes this long before the limit
+    max_array_size: int = 1000  # the cluster's MaxArraySize: larger sweeps go as several arrays
+    extra: tuple[str, ...] = ()  # free-form sbatch options, e.g. ("account=ml", "qos=high")
+
+    def __post_init__(self) -> None:
+        if self.launcher not in LAUNCHERS:
+            raise LaunchError(
+                f"unknown launcher {self.launcher!r}; valid launchers: {', '.join(LAUNCHERS)}"
+            )
+        if self.partition is not None and (
+            not isinstance(self.partition, str) or not re.fullmatch(r"[\w.,-]+", self.partition)
+        ):
+            raise LaunchError(
+                f"invalid partition {self.partition!r}; valid: None or a partition name"
+                " (letters, digits, _ . , -)"
+            )
+        _check_int("gpus_per_node", self.gpus_per_node, 0)
+        _check_int("cpus_per_task", self.cpus_per_task, 1)
+        _check_int("timeout_min", self.timeout_min, 1)
+        _check_int("array_parallelism", self.array_parallelism, 1)
+        _check_int("signal_delay_s", self.signal_delay_s, 0)
+        _check_int("max_array_size", self.max_array_size, 1)
+        mem = self.mem_gb
+        if isinstance(mem, bool) or not isinstance(mem, (int, float)) or not 0 < mem < math.inf:
+            raise LaunchError(f"invalid mem_gb={mem!r}; valid: a number of GB > 0")
+        if self.signal_delay_s >= 60 * self.timeout_min:
+            raise LaunchError(
+                f"signal_delay_s={self.signal_delay_s} leaves no run time within timeout_min="
+                f"{self.timeout_min}; valid: signal_delay_s < {60 * self.timeout_min}"
+            )
+        if not isinstance(self.extra, tuple):
+            raise LaunchError(f"invalid extra={self.extra!r}; valid: a tuple of 'key=value'")
+        parse_extra(self.extra)
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise LaunchError(f"invalid {name}={value!r}; valid: an integer >= {low}")
+
+
+def parse_extra(extra: Sequence[str]) -> dict[str, str]:
+    """`("account=ml", "qos=high")` -> `{"account": "ml", "qos": "high"}` for sbatch.
+
+    Keys are sbatch long options without the dashes (`_` and `-` are the same to sbatch).
+    """
+    out: dict[str, str] = {}
+    for item in extra:
+        m = _EXTRA_RE.match(item.strip().removeprefix("--")) if isinstance(item, str) else None
+        if m is None:
+            raise LaunchError(
+                f"malformed extra sbatch option {item!r}; valid: 'key=value' with a lowercase"
+                " sbatch long option as key, e.g. 'account=ml', 'qos=high', 'constraint=a100'"
+            )
+        key, value = m.group(1).replace("_", "-"), m.group(2).strip()
+        if key in _RESERVED:
+            raise LaunchError(
+                f"extra sbatch option {key!r} is set by {_RESERVED[key]}; valid extra options"
+                f" are any sbatch option except {', '.join(sorted(_RESERVED))}"
+            )
+        if key in out:
+            raise LaunchError(f"extra sbatch option {key!r} given twice; valid: each key once")
+        out[key] = value
+    return out
+
+
+def make_executor(
+    launch: Launch, folder: str | Path, *, name: str = "stn"
+) -> submitit.AutoExecutor:
+    """A submitit executor for `launch.launcher`, its logs and pickles under `folder`.
+
+    The returned `AutoExecutor` wraps submitit's concrete executor (`executor._executor` is a
+    DebugExecutor, LocalExecutor or SlurmExecutor).
+    """
+    if not isinstance(launch, Launch):
+        raise LaunchError(f"make_executor needs a Launch, got {type(launch).__name__}")
+    if launch.launcher == "slurm" and shutil.which("srun") is None:
+        raise LaunchError(
+            "launcher 'slurm' needs SLURM's commands (srun is not on PATH); valid launchers"
+            f" here: {', '.join(x for x in LAUNCHERS if x != 'slurm')}"
+        )
+    executor = submitit.AutoExecutor(folder=Path(folder), cluster=launch.launcher)
+    params: dict[str, Any] = {"name": name, "timeout_min": launch.timeout_min}
+    if launch.gpus_per_node > 0:
+        # Asking for 0 GPUs is left out: clusters without GPU gres reject `--gpus-per-node=0`.
+        params["gpus_per_node"] = launch.gpus_per_node
+    if launch.launcher == "slurm":
+        params.update(
+            cpus_per_task=launch.cpus_per_task,
+            mem_gb=launch.mem_gb,
+            slurm_partition=launch.partition,  # None is dropped by submitit
+            slurm_array_parallelism=launch.array_parallelism,
+            slurm_signal_delay_s=launch.signal_delay_s,
+            slurm_additional_parameters=parse_extra(launch.extra),
+        )
+    executor.update_parameters(**params)
+    return executor
+
+
+def submit_array(
+    executor: submitit.Executor,
+    fn: Callable[..., Any],
+    args_list: Sequence[Sequence[Any]],
+    max_array_size: int,
+) -> list[submitit.Job]:
+    """Submit `fn(*args)` for each args in `args_list` as job arrays of at most `max_array_size`
+    tasks each (submitit sends one array per batch and does not split; SLURM refuses arrays
+    over MaxArraySize). Returns the jobs in the order of `args_list`.
+
+    Each array has its own parallelism limit, so with several chunks up to
+    chunks x array_parallelism tasks may run at once.
+    """
+    _check_int("max_array_size", max_array_size, 1)
+    jobs: list[submitit.Job] = []
+    for start in range(0, len(args_list), max_array_size):
+        chunk = args_list[start : start + max_array_size]
+        with executor.batch():
+            chunk_jobs = [executor.submit(fn, *args) for args in chunk]
+        jobs.extend(chunk_jobs)
+    return jobs
