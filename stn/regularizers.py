@@ -19,6 +19,7 @@ from torch import Tensor
 
 __all__ = [
     "StrengthError",
+    "as_strength",
     "ar_penalty",
     "channel_dropout",
     "dropout",
@@ -33,7 +34,7 @@ class StrengthError(ValueError):
     """A strength whose shape does not fit the batch (a user mistake: one-line message)."""
 
 
-def _strength(s: Tensor | float, batch: int, like: Tensor, name: str) -> Tensor:
+def as_strength(s: Tensor | float, batch: int, like: Tensor, name: str) -> Tensor:
     """Strength as a detached (batch,) tensor on `like`'s device and dtype."""
     t = torch.as_tensor(s, device=like.device).detach().to(like.dtype)
     if t.dim() == 0:
@@ -70,7 +71,7 @@ def _batch_view(x: Tensor, dim: int = 0) -> tuple[int, ...]:
 
 def dropout(x: Tensor, p: Tensor | float, generator: torch.Generator | None = None) -> Tensor:
     """Element-wise dropout of x (B, ...) with per-example rate p (B,), scaled by 1/(1-p)."""
-    p = _strength(p, x.shape[0], x, "dropout rate")
+    p = as_strength(p, x.shape[0], x, "dropout rate")
     return _masked(x, p, tuple(x.shape), _batch_view(x), generator)
 
 
@@ -84,7 +85,7 @@ def channel_dropout(
     """
     if x.dim() < 3:
         raise StrengthError(f"channel_dropout expects x of shape (B, C, ...), got {tuple(x.shape)}")
-    p = _strength(p, x.shape[0], x, "channel dropout rate")
+    p = as_strength(p, x.shape[0], x, "channel dropout rate")
     mask_shape = (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)
     return _masked(x, p, mask_shape, _batch_view(x), generator)
 
@@ -98,7 +99,7 @@ def locked_dropout(
     """
     if x.dim() != 3:
         raise StrengthError(f"locked_dropout expects x of shape (T, B, C), got {tuple(x.shape)}")
-    p = _strength(p, x.shape[1], x, "locked dropout rate")
+    p = as_strength(p, x.shape[1], x, "locked dropout rate")
     return _masked(x, p, (1, x.shape[1], x.shape[2]), (1, -1, 1), generator)
 
 
@@ -106,14 +107,14 @@ def input_noise(
     x: Tensor, scale: Tensor | float, generator: torch.Generator | None = None
 ) -> Tensor:
     """x (B, ...) plus Gaussian noise of per-example standard deviation scale (B,); not clamped."""
-    s = _strength(scale, x.shape[0], x, "input noise scale")
+    s = as_strength(scale, x.shape[0], x, "input noise scale")
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return x + noise * s.view(_batch_view(x))
 
 
 def _per_sequence_mean(sq: Tensor, coef: Tensor | float, name: str) -> Tensor:
     """mean_b coef_b * mean_{t,h} sq[t, b, h] for sq (T, B, H)."""
-    c = _strength(coef, sq.shape[1], sq, name)
+    c = as_strength(coef, sq.shape[1], sq, name)
     return (c * sq.mean(dim=(0, 2))).mean()
 
 
