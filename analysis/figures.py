@@ -41,7 +41,7 @@ def _grid(n: int, width: float = 3.6, height: float = 2.8):
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
-    return fig, axes.flat
+    return fig, list(axes.flat)
 
 
 def _empty(ax, what: str) -> None:
@@ -62,7 +62,7 @@ def schedules(metrics: pd.DataFrame, hp_names: list[str], title: str, hue: str =
             _empty(ax, name)
         else:
             sns.lineplot(data=data, x=x, y=col, hue=hue, units="seed", estimator=None, ax=ax,
-                         lw=1.0, legend=ax is axes[0])
+                         lw=1.0, hue_order=_order(set(data[hue])), legend=ax is axes[0])
         ax.set(title=name, xlabel=x, ylabel="value")
     fig.suptitle(title)
     fig.tight_layout()
