@@ -99,6 +99,8 @@ class Experiment:
     variants: Mapping[str, Variant] = field(default_factory=dict)  # extra fixed-loop methods
     launch: Any = field(default_factory=_default_launch)  # slurm.executors.Launch
     smoke: Mapping[str, Any] = field(default_factory=dict)  # dotted overrides of --smoke
+    # extra STN methods started elsewhere: method name -> initial hyperparameter values
+    stn_inits: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.seeds:
