@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 import shutil
+import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,15 @@ from typing import Any
 
 import submitit
 
-__all__ = ["LAUNCHERS", "Launch", "LaunchError", "make_executor", "parse_extra", "submit_array"]
+__all__ = [
+    "LAUNCHERS",
+    "Launch",
+    "LaunchError",
+    "make_executor",
+    "parse_extra",
+    "slurm_unreachable",
+    "submit_array",
+]
 
 LAUNCHERS = ("debug", "local", "slurm")
 
@@ -177,3 +186,26 @@ def submit_array(
             chunk_jobs = [executor.submit(fn, *args) for args in chunk]
         jobs.extend(chunk_jobs)
     return jobs
+
+
+def slurm_unreachable(timeout_s: float = 10.0) -> str | None:
+    """Why SLURM cannot run jobs from this host, or None when a node takes jobs and `sacct`
+    (which submitit reads job states with) answers. Used to skip or fail cluster tests."""
+    hint = "start one with: sudo slurm/local_cluster.sh up"
+    for cmd in ("sinfo", "sbatch", "srun", "sacct", "scontrol"):
+        if shutil.which(cmd) is None:
+            return f"no SLURM cluster: {cmd} is not installed ({hint})"
+    for cmd in (["sinfo", "-h", "-o", "%T"], ["sacct", "-n", "-X", "-j", "1"]):
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return f"no SLURM cluster: {cmd[0]} did not answer within {timeout_s:g} s ({hint})"
+        if out.returncode != 0:
+            err = (out.stderr.strip().splitlines() or ["no message"])[-1]
+            return f"no SLURM cluster: {cmd[0]} failed: {err} ({hint})"
+        if cmd[0] == "sinfo":
+            states = set(out.stdout.split())
+            # A trailing `*` means the node does not respond; drained/down nodes take no jobs.
+            if not states & {"idle", "mixed", "allocated", "completing"}:
+                return f"no SLURM node takes jobs (states: {sorted(states) or 'none'}; {hint})"
+    return None
