@@ -38,11 +38,15 @@ class ToyProblem:
         g = torch.Generator().manual_seed(seed)
         x = torch.randn(128, 8, generator=g)
         y = (x @ torch.randn(8, 3, generator=g)).argmax(1)
-        self.split = {"train": (x[:64], y[:64]), "val": (x[64:96], y[64:96]),
-                      "test": (x[96:], y[96:])}
+        self.split = {
+            "train": (x[:64], y[:64]),
+            "val": (x[64:96], y[64:96]),
+            "test": (x[96:], y[96:]),
+        }
         self.seed, self.batch, self.calls = seed, batch, 0
-        self.space = Space.of(HParam("dropout", 0.0, 0.9, 0.2),
-                              HParam("noise", 0.0, 0.5, 0.1, perturb="batch"))
+        self.space = Space.of(
+            HParam("dropout", 0.0, 0.9, 0.2), HParam("noise", 0.0, 0.5, 0.1, perturb="batch")
+        )
 
     def build_model(self, n_hyper: int) -> nn.Module:
         return _ToyMLP(n_hyper)

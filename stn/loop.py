@@ -1,0 +1,621 @@
+"""The STN / Delta-STN training loop: `train(problem, STNConfig(...)) -> STNResult`.
+
+One cycle = `train_steps` weight steps on training batches (model in train mode, hyperparameters
+perturbed per example) then `val_steps` hyper steps on the validation stream (eval mode; only the
+hyperparameters and their scales are differentiated, never the weights). A warm-up of weight
+steps comes first. Every hyper step logs a trajectory row; every `evaluate_every` epochs the
+model is evaluated on 'val' and 'test' at the current (unperturbed) hyperparameters.
+
+Delta-STN (`delta=True`, PAPER.md): the hypernetwork input is centred, the scalings V start at
+zero, and each weight step updates the ordinary weights at the current hyperparameters, then the
+response parameters (hyper_*, scaling*) at perturbed ones, optionally through the linearised
+response f(x; h=0) + J_h f . h (one `torch.func.jvp`).
+
+The full state is checkpointed (stn/checkpoint.py); a run that finds its checkpoint resumes
+and ends bit-identical on CPU to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import checkpoint as ckpt
+from .hyper import Hyper, HyperBatch
+from .problem import Problem
+from .schedule import Plateau
+
+__all__ = ["ConfigError", "STNConfig", "STNResult", "train"]
+
+LogFn = Callable[[dict[str, Any]], None]
+_PROBLEM_ATTRS = (
+    "space",
+    "metric_name",
+    "build_model",
+    "train_batches",
+    "val_batches",
+    "batch_size",
+    "train_loss",
+    "val_loss",
+    "evaluate",
+    "state_dict",
+    "load_state_dict",
+)
+_RESUMABLE = ("epochs", "max_steps", "checkpoint_every_steps", "device")  # may change on resume
+
+
+class ConfigError(ValueError):
+    """An invalid STN configuration or setup (a user mistake: one-line message)."""
+
+
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
+
+
+@dataclass(frozen=True)
+class STNConfig:
+    """Settings of one STN run. Defaults: the paper's CNN setting (PAPER.md)."""
+
+    epochs: int = 10  # passes over the training batches
+    max_steps: int | None = None  # optional cap on weight steps (a step budget)
+    warmup_epochs: int = 0  # weight steps only during these first epochs ...
+    warmup_steps: int = 0  # ... and these first weight steps (CNN: 5 epochs; LSTM: ~1 epoch)
+    train_steps: int = 2  # T_train: weight steps per cycle
+    val_steps: int = 1  # T_val: hyper steps per cycle
+    optimizer: str = "sgd"  # weights: "sgd" | "adam" | "rmsprop"
+    lr: float = 0.01  # weights' learning rate
+    momentum: float = 0.9  # sgd / rmsprop momentum
+    nesterov: bool = False  # sgd only
+    weight_decay: float = 0.0  # the optimiser's own decay (a tuned decay belongs in the problem)
+    grad_clip: float | None = None  # max global norm of each weight gradient (PTB: 0.25)
+    hyper_optimizer: str = "adam"  # hyperparameters and scales: "sgd" | "adam" | "rmsprop"
+    hyper_lr: float = 3e-3  # hyperparameters' learning rate
+    scale_lr: float = 3e-3  # perturbation scales' learning rate
+    tune_scales: bool = True  # learn sigma: perturb in hyper steps, minus entropy_weight * H
+    perturb_in_val: bool | None = None  # perturb in hyper steps; None: as tune_scales
+    entropy_weight: float = 1e-3  # tau, weight of the perturbation's entropy
+    sigma_init: float = 0.5  # initial perturbation scale (unconstrained units)
+    delta: bool = False  # Delta-STN: centred input, V = 0 at start, split weight updates
+    linearize: bool = False  # Delta-STN: train the response through its linearisation (jvp)
+    evaluate_every: int = 1  # full val/test evaluation every this many epochs
+    lr_decay: float = 1.0  # weights' LR x this on a validation plateau (1: off; CNN 0.1)
+    decay_window: int = 0  # non-monotone window, in evaluations (0: off; CNN 60, LSTM 5)
+    patience: int = 0  # stop after this many evaluations without a new best (0: off)
+    min_lr: float = 0.0  # stop once the weights' LR is below this (LSTM: 3e-4)
+    seed: int = 0  # seeds Python, NumPy and torch at the start of a fresh run
+    device: str = "cpu"  # torch device of the model, hyperparameters and batches
+    checkpoint_every_steps: int = 0  # also save every this many weight steps (0: end only)
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        for problem in _problems(self):
+            raise ConfigError(problem)
+
+    @property
+    def perturbs_in_val(self) -> bool:
+        return self.tune_scales if self.perturb_in_val is None else self.perturb_in_val
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> STNConfig:
+        """A config from keyword values; an unknown key is an error listing the valid ones."""
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(valid))
+        if unknown:
+            raise ConfigError(f"unknown STNConfig keys {unknown}; valid: {', '.join(valid)}")
+        return cls(**values)
+
+    @classmethod
+    def delta_stn(cls, **overrides: Any) -> STNConfig:
+        """Delta-STN's preset (Bae & Grosse's code): RMSprop 1e-2 for the hyperparameters,
+        5 weight steps per hyper step, sigma 1.0, entropy weight 1e-3, linearised response."""
+        preset = dict(
+            delta=True,
+            linearize=True,
+            hyper_optimizer="rmsprop",
+            hyper_lr=1e-2,
+            scale_lr=1e-2,
+            train_steps=5,
+            sigma_init=1.0,
+            entropy_weight=1e-3,
+        )
+        return cls.from_dict({**preset, **overrides})
+
+
+_KINDS = {"int": int, "float": (int, float), "bool": bool, "str": str}
+
+
+def _check_types(cfg: STNConfig) -> None:
+    for f in fields(cfg):
+        v, kinds = getattr(cfg, f.name), [k.strip() for k in str(f.type).split("|")]
+        if v is None and "None" in kinds:
+            continue
+        if not any(
+            isinstance(v, _KINDS[k]) and (k == "bool") == isinstance(v, bool)
+            for k in kinds
+            if k in _KINDS
+        ):
+            raise ConfigError(f"STNConfig.{f.name} must be {f.type}, got {v!r}")
+
+
+def _problems(c: STNConfig):
+    """Yield what is wrong with a config, one line each (the first one is raised)."""
+    for name in ("epochs", "train_steps", "val_steps", "evaluate_every"):
+        if getattr(c, name) < 1:
+            yield f"{name} must be >= 1, got {getattr(c, name)}"
+    for name in (
+        "warmup_epochs",
+        "warmup_steps",
+        "weight_decay",
+        "entropy_weight",
+        "decay_window",
+        "patience",
+        "min_lr",
+        "seed",
+        "checkpoint_every_steps",
+    ):
+        if getattr(c, name) < 0:
+            yield f"{name} must be >= 0, got {getattr(c, name)}"
+    for name in ("lr", "hyper_lr", "scale_lr", "sigma_init"):
+        if not getattr(c, name) > 0:
+            yield f"{name} must be > 0, got {getattr(c, name)}"
+    for name in ("optimizer", "hyper_optimizer"):
+        if getattr(c, name) not in OPTIMIZERS:
+            yield f"unknown {name} {getattr(c, name)!r}; valid: {', '.join(OPTIMIZERS)}"
+    if c.max_steps is not None and c.max_steps < 1:
+        yield f"max_steps must be >= 1 or None, got {c.max_steps}"
+    if c.grad_clip is not None and not c.grad_clip > 0:
+        yield f"grad_clip must be > 0 or None, got {c.grad_clip}"
+    if not 0 <= c.momentum < 1:
+        yield f"momentum must be in [0, 1), got {c.momentum}"
+    if c.nesterov and (c.optimizer != "sgd" or c.momentum == 0):
+        yield "nesterov needs optimizer 'sgd' and momentum > 0"
+    if not 0 < c.lr_decay <= 1:
+        yield f"lr_decay must be in (0, 1], got {c.lr_decay}"
+    if c.linearize and not c.delta:
+        yield "linearize is a Delta-STN option: set delta=True too"
+    if c.tune_scales and not c.perturbs_in_val:
+        yield "tune_scales needs perturbation in the hyper steps (perturb_in_val True or None)"
+    try:
+        torch.device(c.device)
+    except RuntimeError:
+        yield f"unknown device {c.device!r}; e.g. 'cpu', 'cuda', 'cuda:1'"
+
+
+@dataclass
+class STNResult:
+    """What a run returns. Losses and metrics are those of the best-validation evaluation, and
+    `hparams` the hyperparameters of that moment; `model` and `hyper` hold that state too."""
+
+    status: str  # "ok" | "diverged" | "interrupted"
+    val_loss: float
+    test_loss: float
+    val_metric: float
+    test_metric: float
+    metric_name: str
+    epochs: int  # epochs trained (a partial last one counts)
+    steps: int  # weight steps (training batches) taken
+    wall_s: float  # wall-clock seconds, summed over resumed segments
+    hparams: dict[str, float]
+    final_hparams: dict[str, float]
+    final_scales: dict[str, float]
+    trajectory_len: int  # hyper steps taken (one logged row each)
+    best_step: int | None  # weight step of the best-validation evaluation
+    model: nn.Module | None = field(default=None, repr=False)
+    hyper: Hyper | None = field(default=None, repr=False)
+
+    def as_record(self) -> dict[str, Any]:
+        """A JSON-ready dict with the run store's result keys (and a few more)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("model", "hyper")}
+
+
+def train(
+    problem: Problem,
+    config: STNConfig | None = None,
+    *,
+    log: LogFn | None = None,
+    checkpoint_path: str | Path | None = None,
+    stop_after_steps: int | None = None,
+) -> STNResult:
+    """Train `problem`'s model with STN (or Delta-STN) and return the result record.
+
+    log: called with every row (kind "hyper" per hyper step, kind "eval" per evaluation);
+        rows are numbered by "row": a run resumed from a checkpoint logs again from the
+        checkpoint's row on, so a store drops its rows from the first re-logged "row" on.
+    checkpoint_path: state saved there every `checkpoint_every_steps` steps and at the end;
+        if the file exists the run resumes from it (a finished run just returns its result).
+    stop_after_steps: stop once this many weight steps are done in total, save the checkpoint
+        and return status "interrupted" (how tests and preemption handlers cut a run).
+    """
+    cfg = config if config is not None else STNConfig()
+    if not isinstance(cfg, STNConfig):
+        raise ConfigError(f"config must be an STNConfig, got {type(cfg).__name__}")
+    if not isinstance(problem, Problem):
+        missing = [m for m in _PROBLEM_ATTRS if not hasattr(problem, m)]
+        raise ConfigError(f"problem lacks {', '.join(missing)} (see stn.problem.Problem)")
+    if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {cfg.device!r} asked for, but CUDA is not available here")
+    run = _Run(problem, cfg, log)
+    state = ckpt.load(checkpoint_path)
+    if state is not None:
+        run.load(state)
+    save = (
+        (lambda: ckpt.save_atomic(run.state_dict(), checkpoint_path))
+        if checkpoint_path
+        else (lambda: None)
+    )
+
+    while run.status is None and run.epoch < cfg.epochs:
+        for batch in run.train_iter():
+            run.pos += 1
+            if not math.isfinite(run.weight_step(batch)):
+                run.status = "diverged"
+                break
+            if not run.warming_up():
+                run.cycle += 1
+            if run.cycle == cfg.train_steps:
+                run.cycle = 0
+                if not all(math.isfinite(run.hyper_step()) for _ in range(cfg.val_steps)):
+                    run.status = "diverged"
+                    break
+            if cfg.checkpoint_every_steps and run.step % cfg.checkpoint_every_steps == 0:
+                save()
+            if cfg.max_steps is not None and run.step >= cfg.max_steps:
+                run.status = "ok"
+                break
+            if stop_after_steps is not None and run.step >= stop_after_steps:
+                save()
+                return run.result("interrupted")
+        else:  # the epoch ran to its end
+            run.train_it = None
+            if (run.epoch + 1) % cfg.evaluate_every == 0 and run.evaluate(schedule=True):
+                run.status = "ok"  # a stopping rule fired (patience or min_lr)
+            run.epoch, run.pos = run.epoch + 1, 0
+
+    if run.status in (None, "ok") and run.last_eval_step != run.step:
+        run.evaluate(schedule=False)  # the end state is always evaluated once
+    if run.status is None:
+        run.status = "ok"
+    save()
+    return run.result(run.status)
+
+
+def _optimizer(
+    name: str,
+    params: list[Tensor],
+    lr: float,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
+        )
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def _is_response(name: str) -> bool:
+    """Response parameters of the STN layers: hyper_weight*, hyper_bias*, scaling* (V)."""
+    return any(part.startswith(("hyper_", "scaling")) for part in name.split("."))
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    """Move the tensors of a batch (a tensor, or tuples / lists / dicts of them) to `device`."""
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    return batch
+
+
+class _Linearized(nn.Module):
+    """Delta-STN's linearised response: f(x; h=0) + J_h f(x; 0) . h, where h is the centred
+    hypernet input of the HyperBatch argument; everything else is passed through unchanged."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.inner = model
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        items = list(enumerate(args)) + list(kwargs.items())
+        key, hb = next(((k, a) for k, a in items if isinstance(a, HyperBatch)), (None, None))
+        if hb is None or hb.net_input is None:
+            return self.inner(*args, **kwargs)
+
+        def f(h: Tensor) -> Any:
+            at_h = HyperBatch(hb.space, hb.values, h)
+            if isinstance(key, int):
+                return self.inner(*args[:key], at_h, *args[key + 1 :], **kwargs)
+            return self.inner(*args, **{**kwargs, key: at_h})
+
+        h = hb.net_input  # (B, n): lambda~ - lambda, the perturbation
+        out, tangent = torch.func.jvp(f, (torch.zeros_like(h),), (h,))
+        return _add(out, tangent)
+
+    def __getattr__(self, name: str) -> Any:  # the problem may use the model's own methods
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.inner, name)
+
+
+def _add(out: Any, tangent: Any) -> Any:
+    if isinstance(out, Tensor):
+        return out + tangent if out.is_floating_point() else out
+    if isinstance(out, (tuple, list)):
+        return type(out)(_add(o, t) for o, t in zip(out, tangent))
+    if isinstance(out, dict):
+        return {k: _add(v, tangent[k]) for k, v in out.items()}
+    return out
+
+
+class _Run:
+    """The state of one run and its steps; `train` drives it top to bottom."""
+
+    def __init__(self, problem: Problem, cfg: STNConfig, log: LogFn | None):
+        self.problem, self.cfg, self.log_fn = problem, cfg, log
+        self.device = torch.device(cfg.device)
+        ckpt.seed_everything(cfg.seed)  # model initialisation and perturbations follow the seed
+        self.model = problem.build_model(len(problem.space)).to(self.device)
+        self.hyper = Hyper(problem.space, cfg.sigma_init, centred=cfg.delta).to(self.device)
+        named = list(self.model.named_parameters())
+        response = [p for n, p in named if _is_response(n)]
+        ordinary = [p for n, p in named if not _is_response(n)]
+        if cfg.delta:
+            if not response:
+                raise ConfigError("delta=True needs STN layers (no hyper_*/scaling* parameters)")
+            with torch.no_grad():
+                for n, p in named:
+                    if any(part.startswith("scaling") for part in n.split(".")):
+                        p.zero_()  # V = 0: the network starts as its ordinary weights
+            self.groups = {"ordinary": ordinary, "response": response}
+        else:
+            self.groups = {"weights": ordinary + response}
+        self.opts = {
+            k: _optimizer(cfg.optimizer, ps, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay)
+            for k, ps in self.groups.items()
+        }
+        self.opts["hyper"] = _optimizer(cfg.hyper_optimizer, [self.hyper.raw], cfg.hyper_lr)
+        self.opts["scale"] = _optimizer(cfg.hyper_optimizer, [self.hyper.raw_scale], cfg.scale_lr)
+        self.linearized = _Linearized(self.model) if cfg.linearize else None
+        self.plateau = Plateau(cfg.lr_decay, cfg.decay_window, cfg.patience, cfg.min_lr)
+        # counters: weight steps, hyper steps, epoch, batches consumed in it, weight steps in the
+        # current cycle, the validation stream's pass and position, the last evaluated step
+        self.step = self.hyper_steps = self.epoch = self.pos = self.cycle = 0
+        self.val_epoch = self.val_pos = self.rows = 0  # rows: log rows written so far
+        self.last_eval_step = -1
+        self.status: str | None = None
+        self.best: dict[str, Any] | None = None
+        self.train_it = self.val_it = None
+        self.elapsed, self.t0 = 0.0, time.perf_counter()
+
+    # --- data ---
+    def train_iter(self):
+        if self.train_it is None:
+            self.train_it = ckpt.skip(self.problem.train_batches(self.epoch), self.pos)
+        return self.train_it
+
+    def next_val(self) -> Any:
+        if self.val_it is None:
+            self.val_it = ckpt.skip(self.problem.val_batches(self.val_epoch), self.val_pos)
+        for _ in range(2):
+            try:
+                batch = next(self.val_it)
+                self.val_pos += 1
+                return _to(batch, self.device)
+            except StopIteration:  # one pass of the stream is over: start the next
+                self.val_epoch, self.val_pos = self.val_epoch + 1, 0
+                self.val_it = iter(self.problem.val_batches(self.val_epoch))
+        raise ConfigError("problem.val_batches yielded no batch")
+
+    def warming_up(self) -> bool:
+        return self.epoch < self.cfg.warmup_epochs or self.step <= self.cfg.warmup_steps
+
+    # --- steps ---
+    def _descend(self, group: str, loss: Tensor) -> float:
+        """One optimiser step of a parameter group on `loss`; returns the loss value."""
+        value = loss.item()
+        if not math.isfinite(value):
+            return value
+        params = self.groups[group]
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for p, g in zip(params, grads):
+            p.grad = g
+        if self.cfg.grad_clip is not None:
+            nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        self.opts[group].step()
+        for p in params:
+            p.grad = None
+        return value
+
+    def weight_step(self, batch: Any) -> float:
+        batch, train_loss = _to(batch, self.device), self.problem.train_loss
+        n = self.problem.batch_size(batch)
+        self.model.train()
+        self.step += 1
+        with torch.no_grad():  # the training loss is never differentiated w.r.t. lambda
+            hb = self.hyper.batch(n, perturb=not self.cfg.delta)
+        if not self.cfg.delta:
+            return self._descend("weights", train_loss(self.model, batch, hb))
+        value = self._descend("ordinary", train_loss(self.model, batch, hb))  # at lambda
+        with torch.no_grad():
+            hb = self.hyper.batch(n, perturb=True)
+        net = self.linearized or self.model
+        response = self._descend("response", train_loss(net, batch, hb))  # at lambda~
+        return value if math.isfinite(response) else response
+
+    def hyper_step(self) -> float:
+        cfg, hyper = self.cfg, self.hyper
+        batch = self.next_val()
+        self.model.eval()
+        hb = hyper.batch(self.problem.batch_size(batch), perturb=cfg.perturbs_in_val)
+        loss = self.problem.val_loss(self.model, batch, hb)
+        if not loss.requires_grad:
+            raise ConfigError(
+                "the validation loss does not depend on the hyperparameters: "
+                "pass hb.net_input to the model's STN layers"
+            )
+        value = loss.item()
+        if not math.isfinite(value):
+            return value
+        params = [hyper.raw, hyper.raw_scale] if cfg.tune_scales else [hyper.raw]
+        objective = loss - cfg.entropy_weight * hyper.entropy() if cfg.tune_scales else loss
+        # w.r.t. the hyperparameters only: autograd computes no weight gradient at all
+        grads = torch.autograd.grad(objective, params, allow_unused=True)
+        for p, g, name in zip(params, grads, ("hyper", "scale")):
+            p.grad = g
+            self.opts[name].step()
+            p.grad = None
+        self.hyper_steps += 1
+        self._log({"kind": "hyper", "hyper_step": self.hyper_steps, "val_batch_loss": value})
+        return value
+
+    def evaluate(self, schedule: bool) -> bool:
+        """Full 'val' and 'test' passes; updates the best record; True when a rule says stop."""
+        self.model.eval()
+        with torch.no_grad():
+            hyper_fn = lambda b: self.hyper.batch(b, perturb=False)  # noqa: E731
+            val = self.problem.evaluate(self.model, hyper_fn, "val")
+            test = self.problem.evaluate(self.model, hyper_fn, "test")
+        self.last_eval_step = self.step
+        rec = {
+            "val_loss": float(val["loss"]),
+            "val_metric": float(val["metric"]),
+            "test_loss": float(test["loss"]),
+            "test_metric": float(test["metric"]),
+        }
+        lr = self.opts["weights" if "weights" in self.opts else "ordinary"].param_groups[0]["lr"]
+        self._log({"kind": "eval", **rec, "lr": lr})
+        if not math.isfinite(rec["val_loss"]):
+            self.status = "diverged"
+            return False
+        if self.best is None or rec["val_loss"] < self.best["val_loss"]:
+            self.best = {
+                **rec,
+                "step": self.step,
+                "epoch": self.epoch,
+                "hparams": self.hyper.current(),
+                "scales": self.hyper.scales(),
+                "model": _clone(self.model.state_dict()),
+                "hyper": _clone(self.hyper.state_dict()),
+            }
+        weight_opts = [self.opts[k] for k in self.groups]
+        return schedule and self.plateau.step(rec["val_loss"], weight_opts)
+
+    def _log(self, row: dict[str, Any]) -> None:
+        self.rows += 1
+        if self.log_fn is None:
+            return
+        values = {f"hp/{k}": v for k, v in self.hyper.current().items()}
+        sigmas = {f"sigma/{k}": v for k, v in self.hyper.scales().items()}
+        self.log_fn(
+            {
+                "row": self.rows - 1,
+                "step": self.step,
+                "epoch": self.epoch,
+                **row,
+                **values,
+                **sigmas,
+                "wall_s": self.wall_s(),
+            }
+        )
+
+    def wall_s(self) -> float:
+        return self.elapsed + time.perf_counter() - self.t0
+
+    # --- state ---
+    _COUNTERS = (
+        "step",
+        "hyper_steps",
+        "epoch",
+        "pos",
+        "cycle",
+        "val_epoch",
+        "val_pos",
+        "rows",
+        "last_eval_step",
+        "status",
+    )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "config": asdict(self.cfg),
+            "model": self.model.state_dict(),
+            "hyper": self.hyper.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.opts.items()},
+            "plateau": self.plateau.state_dict(),
+            "counters": {k: getattr(self, k) for k in self._COUNTERS},
+            "wall_s": self.wall_s(),
+            "problem": self.problem.state_dict(),
+            "best": self.best,
+            "rng": ckpt.rng_state(),
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        saved = state["config"]
+        changed = [
+            k for k, v in asdict(self.cfg).items() if k not in _RESUMABLE and saved.get(k) != v
+        ]
+        if changed:
+            raise ConfigError(
+                f"checkpoint was written with other settings: {', '.join(changed)}; "
+                "use the same config or another checkpoint_path"
+            )
+        self.model.load_state_dict(state["model"])
+        self.hyper.load_state_dict(state["hyper"])
+        for k, o in self.opts.items():
+            o.load_state_dict(state["optimizers"][k])
+        self.plateau.load_state_dict(state["plateau"])
+        for k, v in state["counters"].items():
+            setattr(self, k, v)
+        self.elapsed, self.t0 = state["wall_s"], time.perf_counter()
+        self.problem.load_state_dict(state["problem"])
+        self.best = state["best"]
+        # Recreate the data iterators where they were, before restoring the RNG: whatever
+        # creating or skipping them draws then cannot shift the random stream of the steps.
+        if self.status is None and self.epoch < self.cfg.epochs:
+            self.train_iter()
+        if self.val_pos:
+            self.val_it = ckpt.skip(self.problem.val_batches(self.val_epoch), self.val_pos)
+        ckpt.set_rng_state(state["rng"])
+
+    def result(self, status: str) -> STNResult:
+        final, scales = self.hyper.current(), self.hyper.scales()
+        best = self.best or {}
+        if best and status != "interrupted":
+            self.model.load_state_dict(best["model"])  # best weights with their own lambda
+            self.hyper.load_state_dict(best["hyper"])
+        nan = math.nan
+        return STNResult(
+            status=status,
+            val_loss=best.get("val_loss", nan),
+            test_loss=best.get("test_loss", nan),
+            val_metric=best.get("val_metric", nan),
+            test_metric=best.get("test_metric", nan),
+            metric_name=self.problem.metric_name,
+            epochs=self.epoch + (self.pos > 0),
+            steps=self.step,
+            wall_s=self.wall_s(),
+            hparams=best.get("hparams", final),
+            final_hparams=final,
+            final_scales=scales,
+            trajectory_len=self.hyper_steps,
+            best_step=best.get("step"),
+            model=self.model,
+            hyper=self.hyper,
+        )
+
+
+def _clone(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in state.items()}

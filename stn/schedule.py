@@ -1,0 +1,75 @@
+"""The authors' stopping rules, shared by the STN loop and the fixed-hyperparameter loop.
+
+Fed one validation loss per evaluation, `Plateau`:
+- multiplies the learning rate of the given optimisers by `factor` when the loss is worse than
+  the best loss seen before the last `window` evaluations (the non-monotone criterion of the
+  authors' code; CNN: x0.1, window 60; LSTM: x0.25, window 5). After a decay the window starts
+  afresh, so the next decay needs `window` more evaluations;
+- stops after `patience` evaluations without a new best (CNN: 75; LSTM: 20);
+- stops once the learning rate falls below `min_lr` (LSTM: 3e-4).
+Every rule is off by default (factor 1, window 0, patience 0, min_lr 0).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from torch.optim import Optimizer
+
+__all__ = ["Plateau"]
+
+
+class Plateau:
+    def __init__(
+        self, factor: float = 1.0, window: int = 0, patience: int = 0, min_lr: float = 0.0
+    ):
+        if not 0.0 < factor <= 1.0:
+            raise ValueError(f"plateau factor must be in (0, 1], got {factor}")
+        if window < 0 or patience < 0 or min_lr < 0:
+            raise ValueError(
+                f"window, patience and min_lr must be >= 0, got {window}, {patience}, {min_lr}"
+            )
+        self.factor, self.window, self.patience, self.min_lr = factor, window, patience, min_lr
+        self.history: list[float] = []  # losses since the last decay
+        self.best = math.inf  # best loss of the whole run
+        self.bad = 0  # evaluations since the last new best
+        self.decays = 0
+        self.reason: str | None = None  # why `step` asked to stop
+
+    def step(self, loss: float, optimizers: Iterable[Optimizer] = ()) -> bool:
+        """Record one validation loss, decay the optimisers' LR if due; True means stop."""
+        if loss < self.best:
+            self.best, self.bad = loss, 0
+        else:
+            self.bad += 1
+        past = self.history[: -self.window] if self.window else []
+        self.history.append(loss)
+        optimizers = list(optimizers)
+        if self.factor < 1.0 and self.window and past and loss > min(past):
+            for opt in optimizers:
+                for group in opt.param_groups:
+                    group["lr"] *= self.factor
+            self.decays += 1
+            self.history = []
+        lr = min((g["lr"] for o in optimizers for g in o.param_groups), default=math.inf)
+        if self.patience and self.bad >= self.patience:
+            self.reason = f"no improvement in {self.bad} evaluations"
+        elif lr < self.min_lr:
+            self.reason = f"learning rate {lr:g} below min_lr {self.min_lr:g}"
+        return self.reason is not None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": list(self.history),
+            "best": self.best,
+            "bad": self.bad,
+            "decays": self.decays,
+            "reason": self.reason,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = list(state["history"])
+        self.best, self.bad = state["best"], state["bad"]
+        self.decays, self.reason = state["decays"], state["reason"]
