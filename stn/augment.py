@@ -1,4 +1,4 @@
-"""Batched data augmentation with a per-example strength (PAPER.md, CIFAR-10 hyperparameters).
+"""Batched data augmentation with a per-example strength (PAPER.md, "Experiments").
 
 Images are float tensors in [0, 1] of shape (B, 3, H, W). Every strength is a (B,) tensor, one
 value per example (what `HyperBatch["name"]` returns), or a number for the whole batch. All

@@ -1,4 +1,4 @@
-"""Regularisers whose strength is set per example by a hyperparameter (PAPER.md, "regularisers").
+"""Regularisers whose strength is set per example by a hyperparameter (PAPER.md, "The method").
 
 Every strength is a tensor of shape (B,), one value per example (what `HyperBatch["name"]`
 returns), or a Python number for the whole batch. Strengths are data: they are detached and
@@ -8,6 +8,7 @@ Each function acts on the whole batch at once on the batch's device.
 The dropouts act whenever they are called, whatever the module's mode: the caller decides, e.g.
 `if self.training: x = dropout(x, hb["dropout"])`. A rate of 0 is exactly the identity; rates
 are clamped into [0, 1], and a rate of 1 zeroes the example (no division by zero).
+Random draws use the global RNG, or `generator` (a `torch.Generator` on x's device) to repeat them.
 """
 
 from __future__ import annotations
