@@ -1,0 +1,510 @@
+"""The search driver: ask -> submit -> wait for any -> tell, resumable from its journal.
+
+One `Search` is one (method, experiment seed) of an experiment, in `<runs>/<exp>/<method>/seed<k>/`:
+
+    search_journal.jsonl   the searcher's asks and tells, appended as they happen
+    search.json            the summary, rewritten atomically after every tell
+    jobs.json              trial id -> scheduler job id (to re-attach to SLURM jobs on resume)
+    trial<id>/             one run folder per trial (spec.json, metrics.jsonl, result.json)
+
+Rerunning an interrupted search rebuilds the searcher by replaying the journal, so it proposes
+exactly what it would have; trials asked but not told are picked up again (their result.json if
+they finished meanwhile, else the job is re-attached or resubmitted and resumes from its
+checkpoint). No trial id is ever asked twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .progress import Progress
+from .spec import Experiment, SpecError, derive_seed, to_dict
+from .store import RESULT_KEYS, STATUSES, RunDir, atomic_write_json, run_path
+
+__all__ = ["JOURNAL", "SUMMARY", "Search", "failed_record", "run_search", "submit", "trial_job"]
+
+JOURNAL = "search_journal.jsonl"
+SUMMARY = "search.json"
+JOBS = "jobs.json"
+# Searchers whose proposals do not depend on results: on SLURM their trials go as one job array.
+INDEPENDENT = ("fixed", "grid", "random")
+_SUMMARY_KEYS = ("val_loss", "test_loss", "val_metric", "test_metric", "epochs", "wall_s", "error")
+_SUMMARY_KEYS = ("val_loss", "test_loss", "val_metric", "test_metric", "epochs", "wall_s", "error")
+_SLURM_LIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED")
+
+
+# --- what a job runs ------------------------------------------------------------------------
+
+
+def failed_record(
+    error: BaseException | str, params: Mapping[str, float] | None, wall_s: float = 0.0
+) -> dict[str, Any]:
+    """A result record for a trial that raised (or whose job died)."""
+    msg = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    rec: dict[str, Any] = dict.fromkeys(RESULT_KEYS)
+    rec.update(status="failed", epochs=0.0, wall_s=wall_s, hparams=dict(params or {}))
+    rec["error"] = msg.strip().splitlines()[-1] if msg.strip() else "failed"
+    return rec
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def guarded(
+    fn: Callable[..., dict],
+    run_dir: Path,
+    params: Mapping[str, float] | None,
+    *args: Any,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Call fn(*args, device=..., **kwargs); record an exception or a NaN result as "failed"
+    in run_dir/result.json instead of raising, so the search goes on."""
+    start, run = time.time(), RunDir(run_dir)
+    try:
+        rec = dict(fn(*args, device=_device(), **kwargs))
+    except Exception as e:  # noqa: BLE001 - any training error is recorded, never fatal
+        traceback.print_exc()  # into the job's log
+        rec = failed_record(e, params, time.time() - start)
+        run.write_result(rec)
+        return rec
+    if rec.get("status", "ok") == "ok" and not _finite(rec.get("val_loss")):
+        rec = {
+            **rec,
+            "status": "failed",
+            "error": f"non-finite validation loss {rec.get('val_loss')!r}",
+        }
+        run.write_result({**dict.fromkeys(RESULT_KEYS), **rec})
+    return rec
+
+
+def trial_job(
+    objective: Callable[..., dict],
+    exp: Experiment,
+    method: str,
+    seed: int,
+    params: Mapping[str, float] | None,
+    run_dir: Path,
+    epochs: float | None,
+    resume_from: Path | None,
+    variant: Any,
+    wandb: str,
+) -> dict[str, Any]:
+    """The function a trial's job runs: objective.run_trial, guarded."""
+    return guarded(
+        objective,
+        run_dir,
+        params,
+        exp,
+        method,
+        seed,
+        params,
+        run_dir,
+        epochs=epochs,
+        resume_from=resume_from,
+        variant=variant,
+        wandb=wandb,
+    )
+
+
+class _Done:
+    """A finished 'job' for a result read from the run store."""
+
+    job_id = None
+
+    def __init__(self, record: dict[str, Any]):
+        self.record = record
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> dict[str, Any]:
+        return self.record
+
+
+def submit(executor: Any, calls: list[tuple[Callable[..., Any], tuple]], max_array: int) -> list:
+    """Submit each (fn, args) as a job, wrapped so SLURM requeues it after a timeout or
+    preemption; several calls go as job arrays of at most `max_array` tasks."""
+    try:
+        from slurm.jobs import ResumableJob
+    except ImportError:  # TODO(framework): remove once slurm.jobs lands
+
+        def ResumableJob(fn, *args):  # noqa: N802
+            return lambda: fn(*args)
+
+    jobs: list = []
+    for start in range(0, len(calls), max_array):
+        chunk = calls[start : start + max_array]
+        if len(chunk) == 1:
+            fn, args = chunk[0]
+            jobs.append(executor.submit(ResumableJob(fn, *args)))
+            continue
+        with executor.batch():
+            pending = [executor.submit(ResumableJob(fn, *args)) for fn, args in chunk]
+        jobs.extend(pending)
+    return jobs
+
+
+def collect(job: Any, run_dir: Path, params: Mapping[str, float] | None) -> dict[str, Any]:
+    """The record of a finished job; if the job itself died, record the failure for it."""
+    try:
+        rec = job.result()
+        if not isinstance(rec, Mapping):
+            raise TypeError(f"the trial returned {type(rec).__name__}, not a result record")
+        return dict(rec)
+    except Exception as e:  # noqa: BLE001 - e.g. the job was killed (OOM, node failure)
+        rec = RunDir(run_dir).read_result() or failed_record(e, params)
+        if not RunDir(run_dir).done:
+            RunDir(run_dir).write_result(rec)
+        return rec
+
+
+def adopt_slurm_job(executor: Any, job_id: str | None) -> Any | None:
+    """Re-attach to a SLURM job still queued or running from an interrupted sweep."""
+    if not job_id:
+        return None
+    try:
+        from submitit.slurm.slurm import SlurmJob
+
+        job = SlurmJob(folder=executor.folder, job_id=str(job_id))
+        return job if job.state in _SLURM_LIVE else None
+    except Exception:  # noqa: BLE001 - unknown to sacct: resubmit instead
+        return None
+
+
+# --- the search -----------------------------------------------------------------------------
+
+
+def _read_journal(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a crash is the last one: stop there
+            break
+    return events
+
+
+class Search:
+    """One search: its searcher, journal, in-flight trial jobs and summary."""
+
+    def __init__(
+        self,
+        exp: Experiment,
+        method: str,
+        seed: int,
+        runs_dir: str | Path,
+        *,
+        objective: Callable[..., dict] | None = None,
+        wandb: str = "off",
+        launcher: str = "local",
+        progress: Progress | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        from baselines import make_searcher, replay
+
+        self.exp, self.method, self.seed, self.wandb = exp, method, seed, wandb
+        self.runs_dir, self.launcher, self.clock = Path(runs_dir), launcher, clock
+        self.objective = objective or _default_objective()
+        self.dir = run_path(runs_dir, exp.name, method, seed)
+        b = exp.budget
+        options = {
+            **exp.searchers.get(method, {}),
+            "budget": {"trials": b.trials, "epochs": b.epochs},
+        }
+        self.searcher = make_searcher(
+            method, exp.task.space(), derive_seed(seed, method), **options
+        )
+        self.progress = progress
+        self.records: dict[int, dict[str, Any]] = {}  # told trial id -> its result record
+        self.inflight: dict[int, Any] = {}  # trial id -> job (None: asked, not yet submitted)
+        self.job_ids: dict[str, str] = {}
+        events = _read_journal(self.dir / JOURNAL)
+        replay(self.searcher, events)
+        self._journalled = len(self.searcher.events)
+        self._elapsed0 = max((e.get("elapsed", 0.0) for e in events), default=0.0)
+        self._t0 = clock()
+        self._stalled = False  # the searcher proposed nothing with nothing in flight
+        for e in events:
+            if e.get("event") == "tell":
+                rec = RunDir(self.trial_dir(e["id"])).read_result()
+                self.records[e["id"]] = rec or {**failed_record("result.json lost", None), **e}
+        self.inflight = {i: None for i in self.searcher.pending}
+        if (self.dir / JOBS).exists():
+            self.job_ids = json.loads((self.dir / JOBS).read_text())
+
+    # --- bookkeeping ---
+    def trial_dir(self, trial: int) -> Path:
+        return run_path(self.runs_dir, self.exp.name, self.method, self.seed, trial=trial)
+
+    @property
+    def elapsed(self) -> float:
+        """Wall-clock seconds of the search, summed over the sessions that drove it."""
+        return self._elapsed0 + (self.clock() - self._t0)
+
+    def _planned_epochs(self, trial: int) -> float:
+        s = self.searcher.trials[trial].suggestion
+        default = float(getattr(self.exp.task, "epochs", 0) or 0)
+        total = float(s.budget) if s.budget is not None else default
+        if s.resume_from is not None and getattr(self.searcher.options, "resume", True):
+            prev = self.searcher.trials[s.resume_from].suggestion.budget
+            total -= float(prev) if prev is not None else default
+        return max(total, 0.0)
+
+    def _spent_epochs(self, trial: int, rec: Mapping[str, Any]) -> float:
+        """Epochs this trial trained: its record's, less those of the checkpoint it resumed."""
+        epochs = float(rec.get("epochs") or 0.0)
+        s = self.searcher.trials[trial].suggestion
+        if s.resume_from is not None and s.resume_from in self.records:
+            epochs -= float(self.records[s.resume_from].get("epochs") or 0.0)
+        return max(epochs, 0.0)
+
+    def _may_ask(self) -> bool:
+        b, sr = self.exp.budget, self.searcher
+        if sr.done or (b.seconds is not None and self.elapsed >= b.seconds):
+            return False
+        if b.epochs is not None:
+            planned = sum(self._planned_epochs(t) for t in self.inflight)
+            return sr.spent["epochs"] + planned < b.epochs
+        return True
+
+    def _journal(self) -> None:
+        new = self.searcher.events[self._journalled :]
+        if not new:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / JOURNAL, "a") as f:
+            for e in new:
+                f.write(json.dumps({**e, "elapsed": round(self.elapsed, 3)}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self._journalled = len(self.searcher.events)
+
+    # --- the loop's three steps ---
+    @property
+    def finished(self) -> bool:
+        return not self.inflight and (self._stalled or not self._may_ask())
+
+    def fill(self, executor: Any, limit: int) -> int:
+        """Ask until `limit` trials are in flight (or the budget/searcher says stop) and submit
+        them; returns how many were submitted."""
+        while len(self.inflight) < limit and self._may_ask():
+            s = self.searcher.ask()
+            if s is None:
+                break
+            self.inflight[s.id] = None
+        self._stalled = not self.inflight
+        self._journal()
+        new = [t for t, job in self.inflight.items() if job is None]
+        calls = []
+        for t in new:
+            rec = RunDir(self.trial_dir(t)).read_result()
+            adopted = None if rec else self._adopt(executor, t)
+            if rec is not None:
+                self.inflight[t] = _Done(rec)
+            elif adopted is not None:
+                self.inflight[t] = adopted
+            else:
+                calls.append((t, (trial_job, self._trial_args(t))))
+        if calls:
+            max_array = self.exp.launch.max_array_size if self.launcher == "slurm" else 1
+            jobs = submit(executor, [c for _, c in calls], max_array)
+            for (t, _), job in zip(calls, jobs):
+                self.inflight[t] = job
+                self.job_ids[str(t)] = str(job.job_id)
+            if self.launcher == "slurm":
+                atomic_write_json(self.dir / JOBS, self.job_ids)
+        return len(calls)
+
+    def _adopt(self, executor: Any, trial: int) -> Any | None:
+        if self.launcher != "slurm":
+            return None
+        return adopt_slurm_job(executor, self.job_ids.get(str(trial)))
+
+    def _trial_args(self, t: int) -> tuple:
+        s = self.searcher.trials[t].suggestion
+        resume = self.trial_dir(s.resume_from) if s.resume_from is not None else None
+        if not getattr(self.searcher.options, "resume", True):
+            resume = None
+        return (
+            self.objective,
+            self.exp,
+            self.method,
+            derive_seed(self.seed, self.method, t),
+            dict(s.params),
+            self.trial_dir(t),
+            s.budget,
+            resume,
+            None,
+            self.wandb,
+        )
+
+    def poll(self) -> int:
+        """Tell the searcher about finished trials; returns how many finished. With the debug
+        executor a job runs when asked whether it is done, so only the first is checked."""
+        told = 0
+        for t, job in list(self.inflight.items()):
+            if job is None or not job.done():
+                continue
+            params = self.searcher.trials[t].suggestion.params
+            self._tell(t, collect(job, self.trial_dir(t), params))
+            told += 1
+            if self.launcher == "debug":
+                break
+        return told
+
+    def _tell(self, t: int, rec: dict[str, Any]) -> None:
+        del self.inflight[t]
+        self.records[t] = rec
+        status = rec.get("status") if rec.get("status") in STATUSES else "failed"
+        self.searcher.tell(
+            t,
+            rec.get("val_loss") if status == "ok" else None,
+            status=status,
+            epochs=self._spent_epochs(t, rec),
+            seconds=float(rec.get("wall_s") or 0.0),
+        )
+        self._journal()
+        self.write_summary()
+        if self.progress is not None:
+            self.progress.update(_trial_line(t, rec))
+
+    # --- the summary ---
+    def summary(self) -> dict[str, Any]:
+        trials = []
+        for t, trial in sorted(self.searcher.trials.items()):
+            s, rec = trial.suggestion, self.records.get(t, {})
+            row = {
+                "trial": t,
+                "params": s.params,
+                "budget": s.budget,
+                "resume_from": s.resume_from,
+                "seed": derive_seed(self.seed, self.method, t),
+                "status": rec.get("status", "pending"),
+            }
+            row.update((k, rec[k]) for k in _SUMMARY_KEYS if k in rec)
+            trials.append(row)
+        ok = [r for r in trials if r["status"] == "ok" and _finite(r.get("val_loss"))]
+        best = min(ok, key=lambda r: (r["val_loss"], r["trial"])) if ok else None
+        spent = self.searcher.spent
+        return {
+            "experiment": self.exp.name,
+            "method": self.method,
+            "seed": self.seed,
+            "spec": to_dict(self.exp),
+            "finished": self.finished,
+            "budget": to_dict(self.exp.budget),
+            "spent": {
+                "trials": spent["trials"],
+                "epochs": spent["epochs"],
+                "seconds": round(self.elapsed, 3),
+                "trial_seconds": spent["seconds"],
+            },
+            "searcher": self.searcher.describe(),
+            "trials": trials,
+            "best": best
+            and {
+                k: best.get(k)
+                for k in ("trial", "params", "val_loss", "test_loss", "val_metric", "test_metric")
+            },
+        }
+
+    def write_summary(self) -> None:
+        atomic_write_json(self.dir / SUMMARY, self.summary())
+
+
+def _trial_line(t: int, rec: Mapping[str, Any]) -> str:
+    status = rec.get("status")
+    if status == "ok":
+        return f"trial{t} ok val_loss={rec.get('val_loss'):.4g} ({rec.get('wall_s') or 0:.1f} s)"
+    return f"trial{t} {status}: {rec.get('error', '')}".rstrip(": ")
+
+
+def _default_objective() -> Callable[..., dict]:
+    from .objective import run_trial
+
+    return run_trial
+
+
+def poll_interval(launcher: str) -> float:
+    """Seconds between checks of running jobs (submitit caches SLURM states between sacct calls)."""
+    return {"debug": 0.0, "local": 0.2}.get(launcher, 5.0)
+
+
+def run_search(
+    exp: Experiment,
+    method: str,
+    seed: int,
+    runs_dir: str | Path,
+    executor: Any,
+    *,
+    launcher: str = "debug",
+    objective: Callable[..., dict] | None = None,
+    wandb: str = "off",
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Drive one search to its end (or resume it) and return its summary (search.json)."""
+    search = Search(
+        exp,
+        method,
+        seed,
+        runs_dir,
+        objective=objective,
+        wandb=wandb,
+        launcher=launcher,
+        progress=progress,
+    )
+    limit = exp.budget.parallel
+    while True:
+        search.fill(executor, limit)
+        if search.finished:
+            break
+        if not search.poll():
+            time.sleep(poll_interval(launcher))
+    search.write_summary()
+    return search.summary()
+
+
+def finite_plan(method: str) -> bool:
+    """Whether the searcher ends by itself (fixed, grid, Hyperband's brackets)."""
+    from baselines import SEARCHERS, Searcher
+
+    return SEARCHERS[method]._finished is not Searcher._finished
+
+
+def _searcher_options(exp: Experiment, method: str) -> dict[str, Any]:
+    # The searcher enforces the trial and epoch budgets as told; the driver also counts the
+    # epochs of trials in flight, and the wall clock (which the searcher cannot see). A finite
+    # plan (a grid, Hyperband's brackets) is run whole: budget.trials caps open-ended searches.
+    b = exp.budget
+    trials = None if finite_plan(method) else b.trials
+    return {**exp.searchers.get(method, {}), "budget": {"trials": trials, "epochs": b.epochs}}
+
+
+def check_searcher(exp: Experiment, method: str) -> None:
+    """Build the searcher once to surface bad options or an endless search before anything is
+    written."""
+    from baselines import make_searcher
+
+    b = exp.budget
+    if not finite_plan(method) and b.trials is None and b.epochs is None and b.seconds is None:
+        raise SpecError(f"the {method} search has no end: set budget.trials, .epochs or .seconds")
+    try:
+        make_searcher(method, exp.task.space(), 0, **_searcher_options(exp, method))
+    except ValueError as e:
+        raise SpecError(f"searchers.{method}: {e}") from None
