@@ -1,0 +1,344 @@
+"""The fixed-hyperparameter training loop: the one loop every baseline trains with.
+
+    result = train_fixed(problem, {"dropout0": 0.2, ...}, FixedConfig(epochs=5, lr=0.1),
+                         log=print, checkpoint_path="run/checkpoint.pt")
+
+It trains `problem.build_model(0)` (the plain network) on the problem's training batches with the
+same hyperparameters for every example of a batch (`HyperBatch.fixed`), or with per-minibatch
+values that follow a noise, a sinusoid or a logged schedule (Table 1 of the paper). The budget is
+epochs (fractional: a run may end mid-epoch) or steps, whichever ends first; the authors'
+learning-rate decay and early stopping (`stn.schedule.Plateau`) are options. After every epoch
+(and at the end of the budget) it evaluates on validation and test, logs one row and saves its
+complete state, so an interrupted run resumes bit-identically on CPU. A NaN or infinite loss
+ends the run with status "diverged" instead of raising.
+
+The result reports the evaluation with the best validation loss (val and test at that point), the
+same selection rule for every method; the last evaluation is kept under "final".
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from stn import checkpoint as ckpt
+from stn.hyper import HyperBatch
+from stn.problem import Problem
+from stn.schedule import Plateau
+from stn.space import Space
+
+__all__ = ["TRAIN_FIELDS", "FixedConfig", "train_fixed", "values_at"]
+
+OPTIMIZERS = ("sgd", "adam")
+# what a task config may set for both training loops (same names in stn.STNConfig)
+TRAIN_FIELDS = (
+    "epochs",
+    "max_steps",
+    "optimizer",
+    "lr",
+    "momentum",
+    "grad_clip",
+    "lr_decay",
+    "decay_window",
+    "patience",
+    "min_lr",
+)
+Schedule = Sequence[tuple[int, Mapping[str, float]]]  # (first step, values) in step order
+
+
+@dataclass(frozen=True)
+class FixedConfig:
+    epochs: float | None = 1.0  # budget in epochs; fractions end mid-epoch (rounded to a step)
+    max_steps: int | None = None  # budget in training steps; with epochs, the earlier end wins
+    optimizer: str = "sgd"  # "sgd" | "adam"
+    lr: float = 0.01  # learning rate of the weights
+    momentum: float = 0.9  # SGD momentum (ignored by adam)
+    grad_clip: float | None = None  # max global gradient norm (None: no clipping)
+    lr_decay: float = 1.0  # Plateau: LR multiplier when validation stops improving (1: off)
+    decay_window: int = 0  # Plateau: non-monotone window in evaluations (0: off)
+    patience: int = 0  # Plateau: stop after this many evaluations without a new best (0: off)
+    min_lr: float = 0.0  # Plateau: stop once the LR falls below this
+    log_every: int = 0  # steps between training rows (0: evaluation rows only)
+    checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: at evaluations only)
+    seed: int = 0  # seeds Python, NumPy and torch at the start of a fresh run
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer {self.optimizer!r} unknown; valid: {OPTIMIZERS}")
+        if self.epochs is None and self.max_steps is None:
+            raise ValueError("give a budget: epochs or max_steps")
+        if (self.epochs is not None and self.epochs <= 0) or (
+            self.max_steps is not None and self.max_steps < 1
+        ):
+            raise ValueError(
+                f"budget must be positive: epochs={self.epochs}, steps={self.max_steps}"
+            )
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+    @classmethod
+    def from_task(cls, task: Any, **overrides: Any) -> FixedConfig:
+        """The task config's training settings (fields named as here), then `overrides`."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise ValueError(f"unknown FixedConfig keys {unknown}; valid: {', '.join(names)}")
+        values = {n: getattr(task, n) for n in TRAIN_FIELDS if hasattr(task, n)}
+        return cls(**{**values, **overrides})
+
+
+def _clip(space: Space, values: Mapping[str, float]) -> dict[str, float]:
+    """Values pushed back into their ranges; integer hyperparameters floored."""
+    out = {}
+    for p in space:
+        v = min(max(float(values[p.name]), p.low), p.high)
+        out[p.name] = float(math.floor(v)) if p.integer else v
+    return out
+
+
+def values_at(
+    step: int,
+    space: Space,
+    base: Mapping[str, float],
+    *,
+    noise_std: Mapping[str, float] | None = None,
+    sinusoid: Mapping[str, tuple[float, float]] | None = None,
+    schedule: Schedule | None = None,
+) -> dict[str, float]:
+    """The hyperparameters of training step `step` (0-based).
+
+    schedule: piecewise constant, the last entry whose step is <= `step` overrides `base`;
+    sinusoid: + amplitude * sin(2 pi step / period); noise_std: + N(0, std^2) drawn from the
+    global RNG (saved in checkpoints), one draw per minibatch. Results are clipped into range.
+    """
+    values = dict(base)
+    for first, entry in schedule or ():
+        if first > step:
+            break
+        values.update(entry)
+    for name, (amplitude, period) in (sinusoid or {}).items():
+        values[name] += amplitude * math.sin(2 * math.pi * step / period)
+    for name, std in (noise_std or {}).items():
+        values[name] += std * float(torch.randn(()))
+    return _clip(space, values)
+
+
+def _steps_per_epoch(problem: Problem) -> int:
+    if hasattr(problem, "steps_per_epoch"):
+        return int(problem.steps_per_epoch())
+    return sum(1 for _ in problem.train_batches(0))
+
+
+def _optimizer(model: nn.Module, cfg: FixedConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+
+
+def _check_names(space: Space, what: str, names: Any) -> None:
+    unknown = sorted({n for n in names or () if n not in space})
+    if unknown:
+        raise ValueError(f"{what}: unknown hyperparameters {unknown}; valid: {space.names}")
+
+
+def train_fixed(
+    problem: Problem,
+    params: Mapping[str, float] | None,
+    config: FixedConfig,
+    *,
+    log: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint_path: str | Path | None = None,
+    noise_std: Mapping[str, float] | None = None,
+    sinusoid: Mapping[str, tuple[float, float]] | None = None,
+    schedule: Schedule | None = None,
+    resume_from: str | Path | None = None,
+    on_resume: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Train the plain network at fixed (or noisy / periodic / scheduled) hyperparameters.
+
+    params: a full assignment of `problem.space` (None: the space's initial values).
+    log(row): evaluation rows {"kind": "eval", "step", "epoch", "wall_s", "val_loss",
+        "val_metric", "test_loss", "test_metric", "lr", "hparams"} and, every `log_every` steps
+        or every step when the values vary, {"kind": "train", "step", ..., "train_loss",
+        "hparams"}, where "hparams" are the values the step numbered `step` (1-based) used.
+    checkpoint_path: this run's checkpoint; when it exists the run resumes from it.
+    resume_from: another run's checkpoint to continue from when this run has none (a Hyperband
+        promotion): weights, optimiser and position are taken over, the budget is this config's.
+    on_resume(step): called once after a checkpoint is loaded (e.g. to drop rows logged after it).
+    Returns {"status", "val_loss", "test_loss", "val_metric", "test_metric", "metric_name",
+    "epochs", "steps", "wall_s", "hparams", "stop_reason", "final"}.
+    """
+    space = problem.space
+    base = space.validate(space.init() if params is None else params)
+    _check_names(space, "noise_std", noise_std)
+    _check_names(space, "sinusoid", sinusoid)
+    _check_names(space, "schedule", [n for _, v in schedule or () for n in v])
+    vary = dict(noise_std=noise_std, sinusoid=sinusoid, schedule=schedule)
+    run = _Run(problem, base, config, log or (lambda row: None), checkpoint_path)
+    own = ckpt.load(checkpoint_path)
+    state = own if own is not None else ckpt.load(resume_from)
+    if resume_from is not None and state is None:
+        raise FileNotFoundError(f"resume_from checkpoint {resume_from} does not exist")
+    if state is not None:
+        run.load(state, promotion=own is None)
+        if on_resume is not None:
+            on_resume(run.st["step"])
+        ckpt.set_rng_state(state["rng"])  # last: nothing after it may draw
+    del own, state
+    run.train(vary if any(vary.values()) else None)
+    return run.result()
+
+
+class _Run:
+    """The state of one fixed-hyperparameter run and its steps."""
+
+    def __init__(self, problem: Problem, base: dict[str, float], cfg: FixedConfig, log, path):
+        self.problem, self.space, self.base, self.cfg = problem, problem.space, base, cfg
+        self.log, self.path = log, path
+        self.spe = _steps_per_epoch(problem)
+        by_epochs = max(1, round(cfg.epochs * self.spe)) if cfg.epochs is not None else math.inf
+        self.total = min(by_epochs, cfg.max_steps if cfg.max_steps is not None else math.inf)
+        ckpt.seed_everything(cfg.seed)  # a resumed run restores its RNG from the checkpoint
+        self.model = problem.build_model(0)
+        self.device = next(self.model.parameters()).device
+        self.opt = _optimizer(self.model, cfg)
+        self.plateau = Plateau(cfg.lr_decay, cfg.decay_window, cfg.patience, cfg.min_lr)
+        # pos: batches of `epoch` already trained on; best / final: evaluation rows
+        self.st: dict[str, Any] = {
+            "step": 0,
+            "epoch": 0,
+            "pos": 0,
+            "wall_s": 0.0,
+            "status": "ok",
+            "reason": None,
+            "best": None,
+            "final": None,
+        }
+
+    # --- state ---
+    def save(self) -> None:
+        if self.path is not None:
+            state = {
+                "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(),
+                "plateau": self.plateau.state_dict(),
+                "problem": self.problem.state_dict(),
+                "loop": dict(self.st),
+                "rng": ckpt.rng_state(),
+            }
+            ckpt.save_atomic(state, self.path)
+
+    def load(self, state: dict[str, Any], promotion: bool) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.plateau.load_state_dict(state["plateau"])
+        self.problem.load_state_dict(state["problem"])
+        self.st.update(state["loop"])
+        if promotion:  # continue with this run's budget and a fresh verdict
+            self.st.update(status="ok", reason=None)
+            self.plateau.reason = None
+
+    def result(self) -> dict[str, Any]:
+        st = self.st
+        best = st["best"] if st["status"] == "ok" else None
+        pick = {
+            k: None if best is None else best[k]
+            for k in ("val_loss", "test_loss", "val_metric", "test_metric")
+        }
+        return {
+            "status": st["status"],
+            **pick,
+            "metric_name": self.problem.metric_name,
+            "epochs": st["step"] / self.spe,
+            "steps": st["step"],
+            "wall_s": st["wall_s"],
+            "hparams": dict(self.base),
+            "stop_reason": st["reason"],
+            "final": st["final"],
+        }
+
+    # --- training ---
+    def train(self, vary: dict[str, Any] | None) -> None:
+        st, cfg = self.st, self.cfg
+        t0 = time.perf_counter() - st["wall_s"]
+        while st["step"] < self.total and st["status"] == "ok" and st["reason"] is None:
+            finished_epoch = True
+            for batch in ckpt.skip(self.problem.train_batches(st["epoch"]), st["pos"]):
+                if st["step"] >= self.total:
+                    finished_epoch = False
+                    break
+                values = values_at(st["step"], self.space, self.base, **vary) if vary else self.base
+                loss = self.step(batch, values)
+                if not math.isfinite(loss):
+                    st["status"], st["reason"] = "diverged", f"non-finite loss at step {st['step']}"
+                    break
+                st["step"], st["pos"] = st["step"] + 1, st["pos"] + 1
+                st["wall_s"] = time.perf_counter() - t0
+                if vary or (cfg.log_every and st["step"] % cfg.log_every == 0):
+                    self.log(
+                        {"kind": "train", **self._where(), "train_loss": loss, "hparams": values}
+                    )
+                if cfg.checkpoint_every and st["step"] % cfg.checkpoint_every == 0:
+                    self.save()
+            if st["status"] != "ok":
+                break
+            if finished_epoch:
+                if st["pos"] == 0:
+                    raise ValueError("the problem's train_batches yielded no batch")
+                st["epoch"], st["pos"] = st["epoch"] + 1, 0
+            self.evaluate()
+            st["wall_s"] = time.perf_counter() - t0
+            self.save()
+        if st["status"] == "diverged":
+            self.save()
+
+    def step(self, batch: Any, values: Mapping[str, float]) -> float:
+        """One SGD step at `values`; returns the training loss (not applied if not finite)."""
+        hb = HyperBatch.fixed(self.space, values, self.problem.batch_size(batch), self.device)
+        self.model.train()
+        loss = self.problem.train_loss(self.model, batch, hb)
+        value = loss.item()
+        if not math.isfinite(value):
+            return value
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        return value
+
+    def _where(self) -> dict[str, Any]:
+        st = self.st
+        return {"step": st["step"], "epoch": st["step"] / self.spe, "wall_s": st["wall_s"]}
+
+    def evaluate(self) -> None:
+        """Val and test passes at the base values; best record, plateau rules, one row."""
+        st, base, space, device = self.st, self.base, self.space, self.device
+        hyper_fn = lambda b: HyperBatch.fixed(space, base, b, device)  # noqa: E731
+        val = self.problem.evaluate(self.model, hyper_fn, "val")
+        test = self.problem.evaluate(self.model, hyper_fn, "test")
+        row = {
+            "kind": "eval",
+            **self._where(),
+            "val_loss": val["loss"],
+            "val_metric": val["metric"],
+            "test_loss": test["loss"],
+            "test_metric": test["metric"],
+            "lr": self.opt.param_groups[0]["lr"],
+            "hparams": dict(base),
+        }
+        self.log(row)
+        st["final"] = row
+        if not (math.isfinite(val["loss"]) and math.isfinite(test["loss"])):
+            st["status"], st["reason"] = "diverged", f"non-finite evaluation loss at {st['step']}"
+        elif st["best"] is None or val["loss"] < st["best"]["val_loss"]:
+            st["best"] = row
+        if st["status"] == "ok" and self.plateau.step(val["loss"], [self.opt]):
+            st["reason"] = self.plateau.reason

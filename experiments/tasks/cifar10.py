@@ -1,0 +1,153 @@
+"""cifar10: the paper's AlexNet variant with 15 tuned hyperparameters (Table 2, CIFAR-10 columns).
+
+Network (PAPER.md): convs 3->64 (stride 2), 192, 384, 256, 256, all 3x3 with padding 1, max-pool
+after convs 1, 2 and 5, then FC -> 4096 -> 4096 -> 10; channel-wise dropout after each conv block,
+element-wise dropout before fc1 and fc2; every layer an STN layer. Augmentation (colour jitter,
+cutout), normalisation and input noise act on whole batches on the device (stn.augment); input
+dropout is the network's first step. 40k / 10k / 10k images (the last 20% of the training set
+validates). `width` scales every layer and `data_limit` cuts the splits, for smoke runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stn.augment import color_jitter, cutout
+from stn.hyper import HyperBatch
+from stn.layers import STNConv2d, STNLinear
+from stn.regularizers import channel_dropout, dropout, input_noise
+from stn.space import HParam, Space
+
+from .common import ClassificationProblem, with_init
+
+__all__ = ["AlexNet", "Cifar10Task"]
+
+MEAN = (0.4914, 0.4822, 0.4465)  # per-channel statistics of the CIFAR-10 training images
+STD = (0.2470, 0.2435, 0.2616)
+CONVS = (64, 192, 384, 256, 256)  # output channels of the five convs
+POOL_AFTER = (0, 1, 4)  # max-pool after convs 1, 2 and 5
+FC = 4096
+
+
+@dataclass(frozen=True)
+class Cifar10Task:
+    data_dir: str = "data/cifar10"  # holds cifar-10-batches-py/ (python -m experiments download)
+    width: float = 1.0  # multiplies every conv's channels and the FC widths (1: the paper's)
+    data_limit: int | None = None  # at most this many images per split (smoke runs)
+    val_frac: float = 0.2  # the last 20% of the training set validates
+    batch: int = 128  # training batch size
+    eval_batch: int = 500  # evaluation batch size (memory only)
+    epochs: float = 200.0  # training budget of one run (fixed loop and STN)
+    max_steps: int | None = None  # or a budget in steps (the earlier end wins)
+    optimizer: str = "sgd"  # weights: SGD lr 0.01 momentum 0.9 (the paper's)
+    lr: float = 0.01
+    momentum: float = 0.9
+    grad_clip: float | None = None
+    lr_decay: float = 0.1  # the authors' rule: LR x0.1 when validation stops improving ...
+    decay_window: int = 60  # ... over a non-monotone window of 60 epochs
+    patience: int = 75  # stop after 75 epochs without a new best
+    min_lr: float = 0.0
+    init: Mapping[str, float] = field(default_factory=dict)  # initial values other than below
+
+    def space(self) -> Space:
+        """The 15 hyperparameters of PAPER.md with their ranges and initial values."""
+        drops = [HParam(f"dropout_conv{i}", 0.0, 0.9, 0.05) for i in range(1, 6)]
+        space = Space.of(
+            *drops,
+            HParam("dropout_fc1", 0.0, 0.9, 0.05),
+            HParam("dropout_fc2", 0.0, 0.9, 0.05),
+            HParam("input_dropout", 0.0, 1.0, 0.05),
+            HParam("input_noise", 0.0, 0.3, 0.05),
+            HParam("hue", 0.0, 0.5, 0.05),
+            HParam("contrast", 0.0, 1.0, 0.05),
+            HParam("saturation", 0.0, 1.0, 0.05),
+            HParam("brightness", 0.0, 1.0, 0.05),
+            HParam("cutout_length", 0, 24, 4, integer=True),
+            HParam("cutout_holes", 0, 4, 1, integer=True),
+        )
+        return with_init(space, self.init)
+
+    def build(self, seed: int, device: str | torch.device = "cpu") -> Cifar10Problem:
+        from experiments.data.cifar10 import load_cifar10
+
+        s = load_cifar10(self.data_dir, val_frac=self.val_frac)
+        n = self.data_limit
+        splits = {
+            name: (x[:n].to(device), y[:n].to(device))
+            for name, x, y in (
+                ("train", s.train_x, s.train_y),
+                ("val", s.val_x, s.val_y),
+                ("test", s.test_x, s.test_y),
+            )
+        }
+        return Cifar10Problem(self, splits, seed, device)
+
+
+def _scaled(n: int, width: float) -> int:
+    return max(1, round(n * width))
+
+
+class AlexNet(nn.Module):
+    """x (B, 3, 32, 32) normalised -> logits (B, 10)."""
+
+    def __init__(self, n_hyper: int, width: float = 1.0, image: int = 32):
+        super().__init__()
+        chans = [3] + [_scaled(c, width) for c in CONVS]
+        self.convs = nn.ModuleList(
+            STNConv2d(a, b, 3, n_hyper, stride=2 if i == 0 else 1, padding=1)
+            for i, (a, b) in enumerate(zip(chans, chans[1:]))
+        )
+        side = -(-image // 2) // 2**3  # stride-2 conv1, then three 2x2 pools: 32 -> 2
+        fc = _scaled(FC, width)
+        self.fc1 = STNLinear(chans[-1] * side * side, fc, n_hyper)
+        self.fc2 = STNLinear(fc, fc, n_hyper)
+        self.fc3 = STNLinear(fc, 10, n_hyper)
+
+    def forward(self, x: Tensor, hb: HyperBatch) -> Tensor:
+        h, train = hb.net_input, self.training
+        if train:
+            x = dropout(x, hb["input_dropout"])
+        for i, conv in enumerate(self.convs):
+            x = F.relu(conv(x, h))  # (B, C_i, H_i, W_i)
+            if i in POOL_AFTER:
+                x = F.max_pool2d(x, 2)
+            if train:
+                x = channel_dropout(x, hb[f"dropout_conv{i + 1}"])
+        x = x.flatten(1)  # (B, 256 * 2 * 2)
+        if train:
+            x = dropout(x, hb["dropout_fc1"])
+        x = F.relu(self.fc1(x, h))
+        if train:
+            x = dropout(x, hb["dropout_fc2"])
+        x = F.relu(self.fc2(x, h))
+        return self.fc3(x, h)
+
+
+class Cifar10Problem(ClassificationProblem):
+    def __init__(self, cfg: Cifar10Task, splits, seed: int, device):
+        make = lambda n_hyper: AlexNet(n_hyper, cfg.width)  # noqa: E731
+        super().__init__(cfg.space(), splits, make, seed, device, cfg.batch, cfg.eval_batch)
+        dev = self.device
+        self.mean = torch.tensor(MEAN, device=dev).view(1, 3, 1, 1)
+        self.std = torch.tensor(STD, device=dev).view(1, 3, 1, 1)
+        self.max_holes = int(self.space["cutout_holes"].high)
+
+    def _normalise(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+    def inputs(self, x: Tensor) -> Tensor:
+        return self._normalise(x.float() / 255.0)  # uint8 (B, 3, 32, 32) -> normalised float
+
+    def train_inputs(self, x: Tensor, hb: HyperBatch) -> Tensor:
+        """Colour jitter on [0, 1] images, normalisation, cutout (holes at the mean colour, as
+        in the cutout paper), then input noise."""
+        x = x.float() / 255.0
+        x = color_jitter(x, hb["brightness"], hb["contrast"], hb["saturation"], hb["hue"])
+        x = self._normalise(x)
+        x = cutout(x, hb["cutout_length"], hb["cutout_holes"], max_holes=self.max_holes)
+        return input_noise(x, hb["input_noise"])
