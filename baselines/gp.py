@@ -1,0 +1,160 @@
+"""A Gaussian process for Bayesian optimisation, in PyTorch float64.
+
+Model (Spearmint-style): inputs in the unit cube, outputs standardised (mean 0, std 1, as
+scikit-learn's `normalize_y=True`), zero prior mean, kernel
+    k(x, x') = signal * Matern52(|x - x'| / lengthscale)  +  noise * [x == x']
+with one length scale per input (ARD). Kernel hyperparameters are fitted by maximising the log
+marginal likelihood plus log-normal priors over log-parameterised, bounded values (scipy's
+L-BFGS-B with torch gradients, a few restarts). A Cholesky that fails gets jitter added to the
+diagonal, 10x more each retry.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import minimize
+from torch import Tensor
+
+__all__ = ["GP", "GPError", "Kernel", "expected_improvement", "fit_kernel", "matern52"]
+
+SQRT5 = math.sqrt(5.0)
+JITTERS = (0.0,) + tuple(10.0**k for k in range(-9, -2))  # relative to the mean diagonal
+# bounds on (log lengthscale, log signal, log noise), outputs standardised, inputs in [0, 1]
+LOG_BOUNDS = {
+    "lengthscale": (math.log(1e-2), math.log(1e2)),
+    "signal": (math.log(0.05), math.log(20.0)),
+    "noise": (math.log(1e-6), math.log(1.0)),
+}
+
+
+class GPError(RuntimeError):
+    """The kernel matrix stayed singular after the largest jitter."""
+
+
+@dataclass(frozen=True)
+class Kernel:
+    lengthscale: Tensor  # (d,)
+    signal: float  # variance of the standardised outputs explained by the Matern part
+    noise: float  # observation noise variance, standardised units
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "lengthscale": self.lengthscale.tolist(),
+            "signal": self.signal,
+            "noise": self.noise,
+        }
+
+
+def matern52(x1: Tensor, x2: Tensor, lengthscale: Tensor) -> Tensor:
+    """(n, d), (m, d), (d,) -> (n, m) Matern-5/2 correlations."""
+    diff = (x1.unsqueeze(1) - x2.unsqueeze(0)) / lengthscale  # (n, m, d); exact at x1 == x2
+    d2 = diff.pow(2).sum(-1)
+    r = d2.clamp_min(1e-36).sqrt()  # clamp: a zero gradient (not NaN) on the diagonal
+    return (1.0 + SQRT5 * r + (5.0 / 3.0) * d2) * torch.exp(-SQRT5 * r)
+
+
+def robust_cholesky(K: Tensor) -> Tensor:
+    """Lower Cholesky factor of K, adding jitter * mean(diag) when it fails (10x each time)."""
+    scale = K.diagonal().mean().detach()
+    eye = torch.eye(K.shape[0], dtype=K.dtype)
+    for jitter in JITTERS:
+        L, info = torch.linalg.cholesky_ex(K + (jitter * scale) * eye if jitter else K)
+        if info == 0:
+            return L
+    raise GPError(f"kernel matrix not positive definite even with jitter {JITTERS[-1]:g}")
+
+
+def _standardise(y: Tensor) -> tuple[Tensor, float, float]:
+    mu, sd = y.mean().item(), y.std(correction=0).item()
+    sd = sd if sd > 1e-12 else 1.0  # all equal: leave the scale alone
+    return (y - mu) / sd, mu, sd
+
+
+class GP:
+    """Exact GP posterior for fixed kernel hyperparameters."""
+
+    def __init__(self, x: Tensor, y: Tensor, kernel: Kernel) -> None:
+        self.x, self.kernel = x.double(), kernel  # (n, d)
+        self.ys, self.mu, self.sd = _standardise(y.double())  # (n,)
+        K = kernel.signal * matern52(self.x, self.x, kernel.lengthscale)
+        self.L = robust_cholesky(K + kernel.noise * torch.eye(len(self.x), dtype=torch.float64))
+        self.alpha = torch.cholesky_solve(self.ys.unsqueeze(1), self.L).squeeze(1)  # (n,)
+
+    def posterior(self, xs: Tensor, noise: bool = False) -> tuple[Tensor, Tensor]:
+        """Mean and variance at xs (m, d), in the outputs' units; `noise` adds the observation
+        noise (the predictive distribution of a new observation rather than of f)."""
+        Ks = self.kernel.signal * matern52(xs.double(), self.x, self.kernel.lengthscale)  # (m, n)
+        mean = Ks @ self.alpha
+        v = torch.linalg.solve_triangular(self.L, Ks.T, upper=False)  # (n, m)
+        var = self.kernel.signal - v.pow(2).sum(0) + (self.kernel.noise if noise else 0.0)
+        return self.mu + self.sd * mean, var.clamp_min(1e-12) * self.sd**2
+
+    @property
+    def best_standardised(self) -> float:
+        return self.ys.min().item()
+
+
+def expected_improvement(mean: Tensor, var: Tensor, best: float) -> Tensor:
+    """EI for minimisation below `best`, for Gaussian marginals (mean, var) of the same shape."""
+    sd = var.sqrt()
+    z = (best - mean) / sd
+    normal = torch.distributions.Normal(
+        torch.zeros((), dtype=z.dtype), torch.ones((), dtype=z.dtype)
+    )
+    return sd * (z * normal.cdf(z) + normal.log_prob(z).exp())
+
+
+def _log_prior_means(d: int) -> Tensor:
+    # lengthscales grow with sqrt(d): points in a d-cube sit about sqrt(d/6) apart
+    means = [math.log(0.5 * math.sqrt(d))] * d + [0.0, math.log(1e-3)]
+    return torch.tensor(means, dtype=torch.float64)
+
+
+PRIOR_SD = 1.5  # of every log-parameter: weakly informative
+
+
+def _neg_log_posterior(theta: Tensor, x: Tensor, ys: Tensor) -> Tensor:
+    """-(log marginal likelihood + log prior) at theta = log (lengthscale (d), signal, noise)."""
+    d = x.shape[1]
+    ls, signal, noise = theta[:d].exp(), theta[d].exp(), theta[d + 1].exp()
+    K = signal * matern52(x, x, ls) + noise * torch.eye(len(x), dtype=x.dtype)
+    L = robust_cholesky(K)
+    a = torch.cholesky_solve(ys.unsqueeze(1), L).squeeze(1)
+    nll = 0.5 * ys @ a + L.diagonal().log().sum() + 0.5 * len(x) * math.log(2 * math.pi)
+    prior = 0.5 * ((theta - _log_prior_means(d)) / PRIOR_SD).pow(2).sum()
+    return nll + prior
+
+
+def fit_kernel(
+    x: Tensor, y: Tensor, restarts: int = 3, generator: torch.Generator | None = None
+) -> Kernel:
+    """MAP kernel hyperparameters: L-BFGS-B from the prior mode and `restarts - 1` prior draws."""
+    x = x.double()
+    ys = _standardise(y.double())[0]
+    d = x.shape[1]
+    bounds = [LOG_BOUNDS["lengthscale"]] * d + [LOG_BOUNDS["signal"], LOG_BOUNDS["noise"]]
+    lo, hi = (torch.tensor(b, dtype=torch.float64) for b in zip(*bounds))
+    mode = _log_prior_means(d)
+    draws = torch.randn(restarts - 1, d + 2, generator=generator, dtype=torch.float64)
+    starts = [mode, *(mode + PRIOR_SD * draws).clamp(lo, hi)]
+
+    def f(t: np.ndarray) -> tuple[float, np.ndarray]:
+        theta = torch.tensor(t, dtype=torch.float64, requires_grad=True)
+        try:
+            loss = _neg_log_posterior(theta, x, ys)
+        except GPError:
+            return 1e10, np.zeros_like(t)
+        (g,) = torch.autograd.grad(loss, theta)
+        return loss.item(), g.numpy()
+
+    best_val, best = math.inf, mode
+    for t0 in starts:
+        res = minimize(f, t0.numpy(), jac=True, method="L-BFGS-B", bounds=bounds,
+                       options={"maxiter": 200})  # fmt: skip
+        if np.isfinite(res.fun) and res.fun < best_val:
+            best_val, best = res.fun, torch.tensor(res.x, dtype=torch.float64)
+    return Kernel(best[:d].exp(), best[d].exp().item(), best[d + 1].exp().item())
