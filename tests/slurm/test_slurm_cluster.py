@@ -1,0 +1,142 @@
+"""On a real SLURM cluster (slurm/local_cluster.sh up): submission, arrays, requeue, timeout.
+
+Skipped when no cluster answers; CI sets STN_REQUIRE_SLURM=1 so that a missing one fails.
+The jobs here are small Python functions, pickled by value (the job cannot import this test
+module), with their own checkpoint files, like the training loops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cloudpickle
+import pytest
+
+from slurm import Launch, ResumableJob, make_executor, on_checkpoint, submit_array
+
+pytestmark = pytest.mark.slurm
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+# One CPU and little memory per job so that two jobs fit the CI machine's node at once.
+SMALL = Launch(launcher="slurm", cpus_per_task=1, mem_gb=0.25, timeout_min=5, signal_delay_s=30)
+
+
+def walk(folder: str, steps: int, step_s: float, slow_first_run_s: float = 0.0) -> dict:
+    """A deterministic stand-in for a training loop: a random walk whose complete state (step,
+    value, RNG) is saved atomically after every step and reloaded on start.
+
+    `slow_first_run_s` makes steps that slow until SLURM restarts the job (SLURM_RESTART_COUNT),
+    so that the first run surely reaches its time limit; the result does not depend on speed.
+    """
+    run = Path(folder)
+    run.mkdir(parents=True, exist_ok=True)
+    ckpt = run / "checkpoint.pkl"
+    state = {"step": 0, "value": 0.0, "rng": random.Random(0).getstate()}
+    if ckpt.exists():
+        state = pickle.loads(ckpt.read_bytes())
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    with open(run / "starts.txt", "a") as f:
+        f.write(f"{state['step']} {restarts}\n")
+    rng = random.Random()
+    rng.setstate(state["rng"])
+    done = dict(state)  # the last complete state: what the checkpoint hook may save
+
+    def save(s: dict, tmp_name: str = "checkpoint.tmp") -> None:
+        tmp = run / tmp_name
+        tmp.write_bytes(pickle.dumps(s))
+        os.replace(tmp, ckpt)
+
+    def on_signal() -> None:  # runs in submitit's signal handler, maybe in the middle of save()
+        save(done, "checkpoint.signal.tmp")
+        (run / "signalled").touch()
+
+    with on_checkpoint(on_signal):
+        while done["step"] < steps:
+            time.sleep(slow_first_run_s if restarts == 0 and slow_first_run_s else step_s)
+            value = done["value"] + rng.random()
+            done = {"step": done["step"] + 1, "value": value, "rng": rng.getstate()}
+            save(done)
+    return {"step": done["step"], "value": done["value"], "restarts": restarts}
+
+
+def timed_square(x: int, log: str, sleep_s: float) -> int:
+    start = time.time()
+    time.sleep(sleep_s)
+    job = os.environ["SLURM_ARRAY_JOB_ID"] if "SLURM_ARRAY_JOB_ID" in os.environ else "single"
+    with open(log, "a") as f:
+        f.write(f"{job} {x} {start} {time.time()}\n")
+    return x * x
+
+
+def _wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _starts(run: Path) -> list[tuple[int, int]]:
+    return [tuple(map(int, line.split())) for line in (run / "starts.txt").read_text().splitlines()]
+
+
+def test_function_returns_its_value(tmp_path):
+    ex = make_executor(SMALL, tmp_path / "jobs", name="stn-test")
+    job = ex.submit(divmod, 17, 5)
+    assert job.result() == (3, 2)
+    # submitit reads states through sacct: accounting works.
+    _wait_for(lambda: job.get_info(mode="force").get("State") == "COMPLETED", 30, "COMPLETED")
+
+
+def test_job_arrays_respect_size_and_parallelism(tmp_path):
+    ex = make_executor(dataclasses.replace(SMALL, array_parallelism=1), tmp_path)
+    log = tmp_path / "tasks.log"
+    jobs = submit_array(ex, timed_square, [(x, str(log), 1.0) for x in range(5)], max_array_size=3)
+    assert [j.result() for j in jobs] == [x * x for x in range(5)]
+    # Two arrays (3 + 2 tasks: submitit does not split, we do), each running one task at a time.
+    arrays: dict[str, list[tuple[float, float]]] = {}
+    for line in log.read_text().splitlines():
+        array, _, start, end = line.split()
+        arrays.setdefault(array, []).append((float(start), float(end)))
+    assert sorted(len(v) for v in arrays.values()) == [2, 3]
+    for spans in arrays.values():
+        spans.sort()
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
+
+
+def test_scontrol_requeue_resumes_from_the_jobs_own_checkpoint(tmp_path):
+    reference = walk(str(tmp_path / "reference"), steps=20, step_s=0.0)
+    run = tmp_path / "run"
+    ex = make_executor(SMALL, tmp_path / "jobs")
+    # 1 s steps until the restart (SIGTERM is ignored for KillWait=5 s), then 0.05 s steps.
+    job = ex.submit(ResumableJob(walk, str(run), 20, 0.05, 1.0))
+    _wait_for(lambda: (run / "checkpoint.pkl").exists(), 60, "the first checkpoint")
+    # Kills the job and runs it again, without submitit's checkpoint call.
+    subprocess.run(["scontrol", "requeue", job.job_id], check=True, timeout=30)
+    result = job.result()
+    assert {k: result[k] for k in ("step", "value")} == {k: reference[k] for k in ("step", "value")}
+    (first, restarts0), (resumed_at, restarts1) = _starts(run)
+    assert (first, restarts0, restarts1) == (0, 0, 1) and 0 < resumed_at < 20
+    assert not (run / "signalled").exists()
+
+
+def test_time_limit_checkpoints_requeues_and_finishes(tmp_path):
+    reference = walk(str(tmp_path / "reference"), steps=40, step_s=0.0)
+    run = tmp_path / "run"
+    # SLURM checks time limits every 30 s: a 45 s warning on a 1 min limit always comes first.
+    launch = dataclasses.replace(SMALL, timeout_min=1, signal_delay_s=45)
+    ex = make_executor(launch, tmp_path / "jobs")
+    # The first run would need 40 x 2 s: it can only end by its time limit.
+    job = ex.submit(ResumableJob(walk, str(run), 40, 0.05, 2.0))
+    result = job.result()
+    assert {k: result[k] for k in ("step", "value")} == {k: reference[k] for k in ("step", "value")}
+    assert (run / "signalled").exists()  # submitit called ResumableJob.checkpoint
+    (first, _), (resumed_at, restarts) = _starts(run)[:2]
+    assert first == 0 and 0 < resumed_at < 40 and restarts == 1
+    assert "timed-out" in "".join(p.read_text() for p in (tmp_path / "jobs").glob("*_log.err"))
