@@ -78,7 +78,10 @@ install_packages() {
         printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made_policy=1
     fi
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
+    # Once: skip it when the package lists were refreshed in the last half hour (e.g. by CI).
+    if [[ -z $(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -30 2>/dev/null) ]]; then
+        apt-get update -qq
+    fi
     apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >"$STATE/apt.log" 2>&1 ||
         fail_with_log "apt-get install failed" "$STATE/apt.log"
     ((made_policy)) && rm -f "$policy"
