@@ -18,6 +18,7 @@ process, so a search of 100 trials does not wait 100 times) into a no-op.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import netrc
 import os
@@ -61,6 +62,11 @@ def has_api_key() -> bool:
     return any(entries.authenticators(host) for host in {url.netloc, url.hostname} if host)
 
 
+def _plain(config: dict[str, Any]) -> dict[str, Any]:
+    """JSON types only (paths and other objects become strings), as W&B's config wants."""
+    return json.loads(json.dumps(config, default=str))
+
+
 def _min_is_best(key: str) -> bool:
     """Losses and perplexities, except test ones (the best test value would peek at test)."""
     return any(w in key for w in ("loss", "ppl", "perplexity")) and "test" not in key
@@ -101,7 +107,7 @@ class Mirror:
                 job_type=job_type,
                 name=name,
                 id=run_id,
-                config=config,
+                config=_plain(config),
                 tags=list(tags),
                 dir=Path(dir),
                 init_timeout=init_timeout,

@@ -61,18 +61,23 @@ def _verify_ptb(data_dir: Path) -> None:
         )
 
 
-# name -> (fetch into data_dir, verify data_dir, the files it needs relative to data_dir)
-DATASETS: dict[str, tuple[Callable[[Path], None], Callable[[Path], None], tuple[str, ...]]] = {
-    "cifar10": (
-        _fetch_cifar10,
-        _verify_cifar10,
-        tuple(f"cifar-10-batches-py/{n}" for n in (*TRAIN_FILES, TEST_FILE)),
-    ),
-    "ptb": (_fetch_ptb, _verify_ptb, tuple(PTB_FILES.values())),
+def _cifar10_files(data_dir: Path) -> list[Path]:
+    return [cifar_folder(data_dir) / name for name in (*TRAIN_FILES, TEST_FILE)]
+
+
+def _ptb_files(data_dir: Path) -> list[Path]:
+    return [data_dir / name for name in PTB_FILES.values()]
+
+
+Step = Callable[[Path], None]
+# name -> (fetch into data_dir, verify data_dir, the files the loader reads in data_dir)
+DATASETS: dict[str, tuple[Step, Step, Callable[[Path], list[Path]]]] = {
+    "cifar10": (_fetch_cifar10, _verify_cifar10, _cifar10_files),
+    "ptb": (_fetch_ptb, _verify_ptb, _ptb_files),
 }
 
 
-def _lookup(name: str) -> tuple[Callable[[Path], None], Callable[[Path], None], tuple[str, ...]]:
+def _lookup(name: str) -> tuple[Step, Step, Callable[[Path], list[Path]]]:
     try:
         return DATASETS[name]
     except KeyError:
@@ -82,11 +87,9 @@ def _lookup(name: str) -> tuple[Callable[[Path], None], Callable[[Path], None], 
 def check_present(name: str, data_dir: str | Path) -> None:
     """Cheap check before launching jobs: every file exists (contents are checked on load)."""
     *_, files = _lookup(name)
-    for rel in files:
-        if not (Path(data_dir) / rel).is_file():
-            raise DataError(
-                f"{name} file {Path(data_dir) / rel} is missing; {fetch_hint(name, data_dir)}"
-            )
+    for path in files(Path(data_dir)):
+        if not path.is_file():
+            raise DataError(f"{name} file {path} is missing; {fetch_hint(name, data_dir)}")
 
 
 def download(name: str, data_dir: str | Path) -> Path:

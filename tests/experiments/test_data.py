@@ -244,6 +244,7 @@ def test_download_unknown_name_lists_valid_ones(tmp_path):
 def test_check_present_names_missing_file(tmp_path):
     write_cifar10(tmp_path, n_train=5, n_test=1)
     check_present("cifar10", tmp_path)
+    check_present("cifar10", tmp_path / "cifar-10-batches-py")  # as load_cifar10 accepts it
     with pytest.raises(DataError) as err:
         check_present("ptb", tmp_path)
     assert_one_line_error(err, "ptb.train.txt", "download ptb --data-dir")

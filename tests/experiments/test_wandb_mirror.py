@@ -34,7 +34,7 @@ def kwargs(tmp_path: Path, **over) -> dict:
         job_type="stn",
         name="stn-seed0",
         run_id=run_id_for("digits-mlp", "stn", 0),
-        config={"task": {"epochs": 3}},
+        config={"task": {"epochs": 3, "data_dir": tmp_path}},
         tags=["test"],
         dir=tmp_path / "run",
         **over,
@@ -95,8 +95,11 @@ def test_offline_run_files_hold_rows_on_our_step_axis_and_summary(tmp_path, capl
         kind = r.WhichOneof("record_type")
         if kind == "history":
             history.append({key(i): json.loads(i.value_json) for i in r.history.item})
+        elif kind == "run":
+            config = {key(i): json.loads(i.value_json) for i in r.run.config.update}
         elif kind == "summary":
             summary.update({key(i): json.loads(i.value_json) for i in r.summary.update})
+    assert config["task"] == {"epochs": 3, "data_dir": str(tmp_path)}
     assert [h["step"] for h in history] == [0, 50, 100]
     assert [h["val_loss"] for h in history] == [2.0, 1.0, 1.5]
     assert summary["best_val_loss"] == 1.0 and summary["test_loss"] == 2.0
