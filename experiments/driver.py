@@ -36,7 +36,6 @@ JOBS = "jobs.json"
 # Searchers whose proposals do not depend on results: on SLURM their trials go as one job array.
 INDEPENDENT = ("fixed", "grid", "random")
 _SUMMARY_KEYS = ("val_loss", "test_loss", "val_metric", "test_metric", "epochs", "wall_s", "error")
-_SUMMARY_KEYS = ("val_loss", "test_loss", "val_metric", "test_metric", "epochs", "wall_s", "error")
 _SLURM_LIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED")
 
 
@@ -98,26 +97,11 @@ def trial_job(
     seed: int,
     params: Mapping[str, float] | None,
     run_dir: Path,
-    epochs: float | None,
-    resume_from: Path | None,
-    variant: Any,
-    wandb: str,
-) -> dict[str, Any]:
-    """The function a trial's job runs: objective.run_trial, guarded."""
-    return guarded(
-        objective,
-        run_dir,
-        params,
-        exp,
-        method,
-        seed,
-        params,
-        run_dir,
-        epochs=epochs,
-        resume_from=resume_from,
-        variant=variant,
-        wandb=wandb,
-    )
+    **options: Any,
+) -> dict:
+    """The function a trial's job runs: objective.run_trial(..., **options), guarded. Options:
+    epochs, resume_from (a run folder), variant, wandb."""
+    return guarded(objective, run_dir, params, exp, method, seed, params, run_dir, **options)
 
 
 class _Done:
@@ -135,26 +119,25 @@ class _Done:
         return self.record
 
 
-def submit(executor: Any, calls: list[tuple[Callable[..., Any], tuple]], max_array: int) -> list:
-    """Submit each (fn, args) as a job, wrapped so SLURM requeues it after a timeout or
-    preemption; several calls go as job arrays of at most `max_array` tasks."""
-    try:
-        from slurm.jobs import ResumableJob
-    except ImportError:  # TODO(framework): remove once slurm.jobs lands
+Call = tuple[Callable[..., Any], tuple, dict[str, Any]]  # fn, args, kwargs
 
-        def ResumableJob(fn, *args):  # noqa: N802
-            return lambda: fn(*args)
+
+def submit(executor: Any, calls: list[Call], max_array: int) -> list:
+    """Submit each call as a job that SLURM requeues after a timeout or preemption (the call
+    finds its checkpoint again); several calls go as job arrays of at most `max_array` tasks."""
+    from slurm.jobs import ResumableJob
 
     jobs: list = []
     for start in range(0, len(calls), max_array):
-        chunk = calls[start : start + max_array]
-        if len(chunk) == 1:
-            fn, args = chunk[0]
-            jobs.append(executor.submit(ResumableJob(fn, *args)))
+        wrapped = [
+            ResumableJob(fn, *args, **kw) for fn, args, kw in calls[start : start + max_array]
+        ]
+        if len(wrapped) == 1:  # a single job: not an array of one
+            jobs.append(executor.submit(wrapped[0]))
             continue
         with executor.batch():
-            pending = [executor.submit(ResumableJob(fn, *args)) for fn, args in chunk]
-        jobs.extend(pending)
+            chunk = [executor.submit(w) for w in wrapped]
+        jobs.extend(chunk)
     return jobs
 
 
@@ -222,14 +205,9 @@ class Search:
         self.runs_dir, self.launcher, self.clock = Path(runs_dir), launcher, clock
         self.objective = objective or _default_objective()
         self.dir = run_path(runs_dir, exp.name, method, seed)
-        b = exp.budget
-        options = {
-            **exp.searchers.get(method, {}),
-            "budget": {"trials": b.trials, "epochs": b.epochs},
-        }
-        self.searcher = make_searcher(
-            method, exp.task.space(), derive_seed(seed, method), **options
-        )
+        seed_k = derive_seed(seed, method)
+        options = _searcher_options(exp, method)
+        self.searcher = make_searcher(method, exp.task.space(), seed_k, **options)
         self.progress = progress
         self.records: dict[int, dict[str, Any]] = {}  # told trial id -> its result record
         self.inflight: dict[int, Any] = {}  # trial id -> job (None: asked, not yet submitted)
@@ -320,7 +298,7 @@ class Search:
             elif adopted is not None:
                 self.inflight[t] = adopted
             else:
-                calls.append((t, (trial_job, self._trial_args(t))))
+                calls.append((t, self._trial_call(t)))
         if calls:
             max_array = self.exp.launch.max_array_size if self.launcher == "slurm" else 1
             jobs = submit(executor, [c for _, c in calls], max_array)
@@ -336,23 +314,18 @@ class Search:
             return None
         return adopt_slurm_job(executor, self.job_ids.get(str(trial)))
 
-    def _trial_args(self, t: int) -> tuple:
+    def _trial_call(self, t: int) -> tuple[Callable[..., Any], tuple, dict[str, Any]]:
         s = self.searcher.trials[t].suggestion
-        resume = self.trial_dir(s.resume_from) if s.resume_from is not None else None
-        if not getattr(self.searcher.options, "resume", True):
-            resume = None
-        return (
-            self.objective,
-            self.exp,
-            self.method,
-            derive_seed(self.seed, self.method, t),
-            dict(s.params),
-            self.trial_dir(t),
-            s.budget,
-            resume,
-            None,
-            self.wandb,
-        )
+        resume = s.resume_from is not None and getattr(self.searcher.options, "resume", True)
+        seed = derive_seed(self.seed, self.method, t)
+        args = (self.objective, self.exp, self.method, seed, dict(s.params), self.trial_dir(t))
+        kwargs = {
+            "epochs": s.budget,
+            "variant": None,
+            "wandb": self.wandb,
+            "resume_from": self.trial_dir(s.resume_from) if resume else None,
+        }
+        return trial_job, args, kwargs
 
     def poll(self) -> int:
         """Tell the searcher about finished trials; returns how many finished. With the debug

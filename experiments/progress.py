@@ -27,24 +27,24 @@ class Progress:
     ) -> None:
         self.desc, self.total, self.count = desc, total, 0
         self.stream = stream if stream is not None else sys.stderr
-        use_bar = self.stream.isatty() if bar is None else bar
-        self._bar: Any = None
-        if use_bar:
-            from tqdm import tqdm
-
-            self._bar = tqdm(
-                total=total,
-                desc=desc,
-                file=self.stream,
-                position=Progress._next_position,
-                leave=True,
-                dynamic_ncols=True,
-            )
-            Progress._next_position += 1
+        self._use_bar = self.stream.isatty() if bar is None else bar
+        self._bar: Any = None  # made at the first update: no empty bars for reused work
 
     def update(self, message: str) -> None:
         """One item finished; `message` says which and how it went."""
         self.count += 1
+        if self._use_bar and self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=self.total,
+                desc=self.desc,
+                file=self.stream,
+                leave=True,
+                position=Progress._next_position,
+                dynamic_ncols=True,
+            )
+            Progress._next_position += 1
         if self._bar is not None:
             self._bar.update(1)
             self._bar.set_postfix_str(message, refresh=True)

@@ -1,12 +1,12 @@
 """Run an experiment: STN runs, fixed-loop variants and searches for each method and seed.
 
-    exp = resolve(registry.get("digits-mlp"), smoke=True, overrides=["budget.trials=3"])
-    results = run_experiment(exp, ["stn", "random"], [0], "runs", launcher="debug")
+    results = run_experiment(registry.get("digits-mlp"), ["stn", "random"], [0], "runs",
+                             launcher="debug", smoke=True, overrides=["budget.trials=3"])
 
 Everything is checked before anything is written (methods, seeds, searcher options, run folders
 left by a different spec); then one loop submits and polls every unit of work through one
-submitit executor: STN runs and variants are one job each (all STN seeds as one job array on
-SLURM), searches are driven from here (experiments.driver). Rerunning the same command reuses
+submitit executor: an STN run or a variant is one job (STN runs of all seeds go as one job array
+on SLURM), a search is driven from here (experiments.driver). Rerunning the same command reuses
 finished runs and resumes the rest.
 """
 
@@ -21,20 +21,29 @@ from pathlib import Path
 from typing import Any
 
 from . import driver
-from .driver import INDEPENDENT, SUMMARY, Search, check_searcher, collect, guarded
+from .driver import SUMMARY, Call, Search
 from .progress import Progress
 from .spec import Experiment, SpecError, apply_overrides, derive_seed, to_dict
 from .spec import smoke as smoke_spec
 from .store import RunDir, run_path
 
-__all__ = ["STN_METHODS", "WANDB_MODES", "resolve", "run_experiment", "stn_job", "valid_methods"]
+__all__ = [
+    "STN_METHODS",
+    "WANDB_MODES",
+    "resolve",
+    "run_experiment",
+    "stn_job",
+    "valid_methods",
+    "wandb_offline_dirs",
+]
 
 STN_METHODS = ("stn", "delta-stn")
 WANDB_MODES = ("off", "offline", "online")
 
 
 def valid_methods(exp: Experiment) -> tuple[str, ...]:
-    """STN methods, every registered searcher, and this experiment's variants."""
+    """STN methods (with the experiment's extra STN starts), every registered searcher, and
+    the experiment's variants."""
     from baselines import SEARCHERS
 
     stn = STN_METHODS + tuple(m for m in exp.stn_inits if m not in STN_METHODS)
@@ -42,18 +51,17 @@ def valid_methods(exp: Experiment) -> tuple[str, ...]:
 
 
 def resolve(
-    exp: Experiment,
-    *,
-    smoke: bool = False,
-    overrides: Sequence[str] = (),
-    launcher: str | None = None,
+    exp: Experiment, *, smoke: bool = False, overrides: Sequence[str] = (), launcher: Any = None
 ) -> Experiment:
-    """The spec that runs: smoke overrides first, then the user's, then the launcher."""
+    """The spec that runs: the smoke overrides, then the user's, then the launcher (a name or
+    a slurm.executors.Launch)."""
     if smoke:
         exp = smoke_spec(exp)
     exp = apply_overrides(exp, list(overrides))
-    if launcher is not None:
+    if isinstance(launcher, str):
         exp = apply_overrides(exp, [f"launch.launcher={launcher}"])
+    elif launcher is not None:
+        exp = dataclasses.replace(exp, launch=launcher)
     return exp
 
 
@@ -66,33 +74,21 @@ def stn_job(
     wandb: str,
 ) -> dict[str, Any]:
     """The function an STN run's job runs: objective.run_stn, guarded."""
-    return guarded(objective, run_dir, None, exp, method, seed, run_dir, wandb=wandb)
+    return driver.guarded(objective, run_dir, None, exp, method, seed, run_dir, wandb=wandb)
 
 
 class SingleRun:
     """One job: an STN run or a variant, started once the run it needs (if any) is done."""
 
-    def __init__(
-        self,
-        exp: Experiment,
-        method: str,
-        seed: int,
-        runs_dir: Path,
-        call: tuple[Callable[..., Any], tuple],
-        needs: Path | None,
-    ) -> None:
-        self.method, self.seed, self.call, self.needs = method, seed, call, needs
-        self.dir = run_path(runs_dir, exp.name, method, seed)
-        self.record: dict[str, Any] | None = RunDir(self.dir).read_result()
+    def __init__(self, method: str, seed: int, folder: Path, call: Call, needs: Path | None):
+        self.method, self.seed, self.dir, self.call, self.needs = method, seed, folder, call, needs
+        self.record: dict[str, Any] | None = RunDir(folder).read_result()  # reused if done
         self.inflight: dict[int, Any] = {}
 
     @property
     def ready(self) -> bool:
-        return (
-            self.record is None
-            and not self.inflight
-            and (self.needs is None or RunDir(self.needs).done)
-        )
+        waiting = self.needs is not None and not RunDir(self.needs).done
+        return self.record is None and not self.inflight and not waiting
 
     @property
     def finished(self) -> bool:
@@ -102,21 +98,22 @@ class SingleRun:
         job = self.inflight.get(0)
         if job is None or not job.done():
             return 0
-        self.record = collect(job, self.dir, None)
+        self.record = driver.collect(job, self.dir, None)
         self.inflight.clear()
         return 1
 
 
-def _check_stale(path: Path, then: Any, exp: Experiment, keys: Sequence[tuple[str, ...]]) -> None:
-    """Refuse to reuse a run folder written with a different spec (e.g. a --smoke run);
-    `then` is the spec recorded there (spec.json's "experiment", search.json's "spec")."""
+def _check_stale(folder: Path, then: Any, exp: Experiment, keys: Sequence[tuple[str, ...]]):
+    """Refuse to reuse a run folder written with a different spec (e.g. by a --smoke run).
+    `then` is the spec recorded there (spec.json's "experiment", search.json's "spec"); budgets
+    and launch settings may differ (a search can be extended)."""
     if not isinstance(then, dict):
         return
     now = to_dict(exp)
-    changed = [".".join(k) for k in keys if _get(now, k) != _get(then, k)]
+    changed = [".".join(k) for k in keys if k[0] in then and _get(now, k) != _get(then, k)]
     if changed:
         raise SpecError(
-            f"{path} holds runs of a different spec (changed: {', '.join(changed)}); "
+            f"{folder} holds runs of a different spec (changed: {', '.join(changed)}); "
             "pass another --runs-dir or remove that folder"
         )
 
@@ -127,6 +124,13 @@ def _get(d: Any, parts: Sequence[str]) -> Any:
     return json.loads(json.dumps(d))  # tuples and lists compare equal
 
 
+def _recorded(path: Path, key: str) -> Any:
+    try:
+        return json.loads(path.read_text()).get(key)
+    except FileNotFoundError:
+        return None
+
+
 def _plan(
     exp: Experiment,
     methods: Sequence[str],
@@ -135,7 +139,7 @@ def _plan(
     wandb: str,
     bar: bool | None,
 ) -> list:
-    """Check everything and build the units of work; writes nothing."""
+    """Check everything and build the units of work (SingleRun or Search); writes nothing."""
     from baselines import SEARCHERS
 
     valid = valid_methods(exp)
@@ -144,23 +148,21 @@ def _plan(
             raise SpecError(f"unknown method {m!r}; valid: {', '.join(valid)}")
     units: list = []
     for m in methods:
-        if m in SEARCHERS and m not in exp.variants:
-            check_searcher(exp, m)
+        is_stn, is_variant = m in STN_METHODS or m in exp.stn_inits, m in exp.variants
+        if m in SEARCHERS and not is_variant:
+            driver.check_searcher(exp, m)
         for k in exp.seeds:
             d = run_path(runs, exp.name, m, k)
-            if m in STN_METHODS or m in exp.stn_inits:
-                stored = (RunDir(d).read_spec() or {}).get("experiment")
-                _check_stale(
-                    d, stored, exp, (("task",), ("stn",), ("stn_inits", m), ("searchers", m))
-                )
+            if is_stn:
+                keys = (("task",), ("stn",), ("stn_inits", m), ("searchers", m))
+                _check_stale(d, _recorded(d / "spec.json", "experiment"), exp, keys)
                 args = (objectives["stn"], exp, m, derive_seed(k, m), d, wandb)
-                units.append(SingleRun(exp, m, k, runs, (stn_job, args), None))
-            elif m in exp.variants:
-                units.append(_variant(exp, m, k, runs, methods, objectives["trial"], wandb))
+                units.append(SingleRun(m, k, d, (stn_job, args, {}), None))
+            elif is_variant:
+                units.append(_variant(exp, m, k, d, methods, objectives["trial"], wandb))
             else:
-                summary = d / SUMMARY
-                stored = json.loads(summary.read_text()) if summary.exists() else {}
-                _check_stale(d, stored.get("spec"), exp, (("task",), ("searchers", m)))
+                keys = (("task",), ("searchers", m))
+                _check_stale(d, _recorded(d / SUMMARY, "spec"), exp, keys)
                 search = Search(
                     exp,
                     m,
@@ -180,24 +182,22 @@ def _variant(
     exp: Experiment,
     name: str,
     seed: int,
-    runs: Path,
+    d: Path,
     methods: Sequence[str],
     objective: Callable[..., dict],
     wandb: str,
 ) -> SingleRun:
-    from .driver import trial_job
-
-    v, d = exp.variants[name], run_path(runs, exp.name, name, seed)
-    stored = (RunDir(d).read_spec() or {}).get("experiment")
-    _check_stale(d, stored, exp, (("task",), ("variants", name)))
-    needs = run_path(runs, exp.name, v.from_method, seed) if v.from_method else None
+    v = exp.variants[name]
+    _check_stale(d, _recorded(d / "spec.json", "experiment"), exp, (("task",), ("variants", name)))
+    needs = d.parent.parent / v.from_method / d.name if v.from_method else None
     if needs is not None and v.from_method not in methods and not RunDir(needs).done:
         raise SpecError(
             f"variant {name!r} needs the finished {v.from_method!r} run of seed {seed}; "
             f"add {v.from_method} to --methods or run it first"
         )
-    args = (objective, exp, name, derive_seed(seed, name), None, d, None, None, v, wandb)
-    return SingleRun(exp, name, seed, runs, (trial_job, args), needs)
+    args = (objective, exp, name, derive_seed(seed, name), None, d)
+    kwargs = {"epochs": None, "resume_from": None, "variant": v, "wandb": wandb}
+    return SingleRun(name, seed, d, (driver.trial_job, args, kwargs), needs)
 
 
 def run_experiment(
@@ -213,14 +213,15 @@ def run_experiment(
     objectives: dict[str, Callable] | None = None,
     bar: bool | None = None,
 ) -> dict[tuple[str, int], dict[str, Any]]:
-    """Run (or resume) `methods` x `seeds` of `exp`; returns (method, seed) -> the run's record
-    or the search's summary. `launcher` is a launcher name or a slurm.executors.Launch;
-    `wandb` None means offline on SLURM (compute nodes rarely reach the internet), else off.
-    Raises SpecError (nothing written) for bad input."""
-    from slurm.executors import Launch, make_executor
+    """Run (or resume) `methods` x `seeds` of `exp` (default: the spec's); returns
+    (method, seed) -> the run's result record or the search's summary.
 
-    if isinstance(launcher, Launch):
-        exp, launcher = dataclasses.replace(exp, launch=launcher), None
+    `launcher`: a launcher name or a slurm.executors.Launch (default: exp.launch). `wandb` None
+    means offline on SLURM (compute nodes rarely reach the internet; `wandb sync` later), off
+    elsewhere. `objectives` replaces {"stn": run_stn, "trial": run_trial} (tests). Bad input
+    raises SpecError (or another ValueError subclass) before anything is written."""
+    from slurm.executors import make_executor
+
     exp = resolve(exp, smoke=smoke, overrides=overrides, launcher=launcher)
     if seeds is not None:
         exp = apply_overrides(exp, {"seeds": tuple(seeds)})
@@ -231,42 +232,33 @@ def run_experiment(
         wandb = "offline" if exp.launch.launcher == "slurm" else "off"
     if wandb not in WANDB_MODES:
         raise SpecError(f"unknown wandb mode {wandb!r}; valid: {', '.join(WANDB_MODES)}")
-    runs = Path(runs_dir)
     objectives = {**_default_objectives(), **(objectives or {})}
-    units = _plan(exp, methods, runs, objectives, wandb, bar)
-    launch = exp.launch
-    executor = make_executor(launch, runs / exp.name / ".submitit", name=exp.name)
-    singles = [u for u in units if isinstance(u, SingleRun)]
-    progress = Progress(f"{exp.name} runs", len(singles), bar=bar) if singles else None
+    units = _plan(exp, methods, Path(runs_dir), objectives, wandb, bar)
+    executor = make_executor(exp.launch, Path(runs_dir) / exp.name / ".submitit", name=exp.name)
+    singles = sum(isinstance(u, SingleRun) for u in units)
+    progress = Progress(f"{exp.name} runs", singles, bar=bar)
     try:
-        _drive(units, executor, launch, exp.budget.parallel, progress)
+        _drive(units, executor, exp.launch, exp.budget.parallel, progress)
     except KeyboardInterrupt:
-        if launch.launcher != "slurm":  # local jobs would outlive us; SLURM ones are re-attached
-            for u in units:
-                for job in u.inflight.values():
-                    getattr(job, "cancel", lambda **_: None)(check=False)
+        if exp.launch.launcher == "local":  # its jobs would outlive us; SLURM's are re-attached
+            for job in (j for u in units for j in u.inflight.values()):
+                getattr(job, "cancel", lambda **_: None)(check=False)
         raise
     finally:
-        for u in units:
-            if isinstance(u, Search):
-                u.progress.close()
-        if progress is not None:
-            progress.close()
+        for p in [progress] + [u.progress for u in units if isinstance(u, Search)]:
+            p.close()
     return {
-        (u.method, u.seed): (u.record if isinstance(u, SingleRun) else u.summary()) for u in units
+        (u.method, u.seed): u.record if isinstance(u, SingleRun) else u.summary() for u in units
     }
 
 
-def _drive(
-    units: list, executor: Any, launch: Any, parallel: int, progress: Progress | None
-) -> None:
+def _drive(units: list, executor: Any, launch: Any, parallel: int, progress: Progress) -> None:
     """Submit what may start, tell what finished, until every unit is finished.
 
     Local jobs share this machine: at most `parallel` run at once in all. On SLURM each search
-    keeps `parallel` trials in flight (independent searchers: whole arrays, the array's own
-    parallelism limiting them), and STN runs of all seeds go as one job array."""
-    local = launch.launcher == "local"
-    cap = parallel if local else math.inf
+    keeps `parallel` trials in flight (an independent searcher submits its trials as one array
+    that runs `parallel` at a time), and the STN runs that can start go as one job array."""
+    cap = parallel if launch.launcher == "local" else math.inf
     while True:
         active = [u for u in units if not u.finished]
         if not active:
@@ -276,22 +268,20 @@ def _drive(
         ready = ready[: int(min(max(room, 0), len(ready)))]
         if ready:
             _array_parallelism(executor, launch, launch.array_parallelism)
-            jobs = driver.submit(executor, [u.call for u in ready], launch.max_array_size)
-            for u, job in zip(ready, jobs):
+            for u, job in zip(
+                ready, driver.submit(executor, [u.call for u in ready], launch.max_array_size)
+            ):
                 u.inflight[0] = job
             room -= len(ready)
-        for u in active:
-            if isinstance(u, Search):
-                limit = parallel
-                if launch.launcher == "slurm" and u.method in INDEPENDENT:
-                    limit = launch.max_array_size
-                limit = int(min(limit, len(u.inflight) + max(room, 0)))
-                _array_parallelism(executor, launch, parallel)
-                room -= u.fill(executor, limit)
+        for u in (u for u in active if isinstance(u, Search)):
+            whole_array = launch.launcher == "slurm" and u.method in driver.INDEPENDENT
+            limit = launch.max_array_size if whole_array else parallel
+            _array_parallelism(executor, launch, parallel)
+            room -= u.fill(executor, int(min(limit, len(u.inflight) + max(room, 0))))
         told = 0
         for u in active:
             n = u.poll()
-            if n and isinstance(u, SingleRun) and progress is not None:
+            if n and isinstance(u, SingleRun):
                 progress.update(_run_line(u))
             told += n
         if not told and any(u.inflight for u in units):
@@ -299,7 +289,7 @@ def _drive(
 
 
 def _array_parallelism(executor: Any, launch: Any, n: int) -> None:
-    """Set how many tasks of the next SLURM job array may run at once."""
+    """How many tasks of the next SLURM job array may run at once."""
     if launch.launcher == "slurm":
         executor.update_parameters(slurm_array_parallelism=int(n))
 

@@ -1,0 +1,152 @@
+"""The search driver on a toy objective through submitit's debug executor (the real submission
+path, in-process): resume by journal replay, failed trials, budgets, search.json."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from experiments.driver import JOURNAL, SUMMARY, run_search
+from experiments.spec import Budget, Experiment, SpecError, apply_overrides
+from experiments.store import RunDir
+from slurm.executors import Launch, make_executor
+from stn.space import HParam, Space
+
+
+@dataclass(frozen=True)
+class ToyTask:
+    epochs: float = 2.0
+
+    def space(self) -> Space:
+        return Space.of(HParam("x", -2.0, 2.0, 0.5), HParam("n", 1, 4, 2, integer=True))
+
+
+@dataclass(frozen=True)
+class NoSTN:
+    pass
+
+
+class Toy:
+    """A fake `objective.run_trial`: a quadratic in x; x > 1.5 raises, x < -1.5 returns NaN;
+    `interrupt_at` raises KeyboardInterrupt on that call (an interrupted sweep)."""
+
+    def __init__(self, interrupt_at: int | None = None, sleep: float = 0.0):
+        self.calls, self.interrupt_at, self.sleep = 0, interrupt_at, sleep
+
+    def __call__(self, exp, method, seed, params, run_dir, *, epochs=None, resume_from=None,
+                 variant=None, wandb="off", device="cpu"):  # fmt: skip
+        run = RunDir(run_dir)
+        if run.done:
+            return run.read_result()
+        self.calls += 1
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt
+        run.write_spec({"method": method, "seed": seed, "params": params})
+        time.sleep(self.sleep)
+        if params["x"] > 1.5:
+            raise RuntimeError("x is too large")
+        val = math.nan if params["x"] < -1.5 else (params["x"] - 0.3) ** 2 + 0.1 * params["n"]
+        rec = {"status": "ok", "val_loss": val, "test_loss": val + 0.01, "val_metric": None,
+               "test_metric": None, "metric_name": "accuracy", "wall_s": 0.01, "hparams": params,
+               "epochs": epochs if epochs is not None else exp.task.epochs}  # fmt: skip
+        run.log({"step": 1, "val_loss": val, "hparams": params})
+        run.write_result(rec)
+        return rec
+
+
+def toy_exp(*overrides: str, **searchers) -> Experiment:
+    exp = Experiment("toy", "nothing", ToyTask(), NoSTN(), ("random",), seeds=(0,),
+                     budget=Budget(trials=6, parallel=2), launch=Launch(launcher="debug"),
+                     searchers={"hyperband": {"R": 9, "eta": 3}, **searchers})  # fmt: skip
+    return apply_overrides(exp, list(overrides))
+
+
+def search(exp, method, runs, objective):
+    executor = make_executor(exp.launch, runs / ".submitit")
+    return run_search(exp, method, 0, runs, executor, objective=objective)
+
+
+def comparable(summary: dict) -> dict:
+    """A summary without its timings (which differ between two runs of the same search)."""
+    out = json.loads(json.dumps(summary))
+    out.pop("spent")
+    for t in out["trials"]:
+        t.pop("wall_s", None)
+    return out
+
+
+@pytest.mark.parametrize("method, k", [("random", 3), ("hyperband", 4), ("bo", 4)])
+def test_interrupted_search_resumes_to_the_same_result(tmp_path, method, k):
+    exp = toy_exp(bo={"n_initial": 3, "candidates": 64, "refine": 1, "restarts": 1})
+    straight = search(exp, method, tmp_path / "a", Toy())
+
+    toy = Toy(interrupt_at=k + 1)
+    with pytest.raises(KeyboardInterrupt):
+        search(exp, method, tmp_path / "b", toy)
+    folder = tmp_path / "b" / "toy" / method / "seed0"
+    tells = [e for e in map(json.loads, (folder / JOURNAL).read_text().splitlines())
+             if e["event"] == "tell"]  # fmt: skip
+    assert len(tells) == k
+    resumed = search(exp, method, tmp_path / "b", toy)
+
+    assert comparable(resumed) == comparable(straight)
+    assert resumed["finished"] and resumed["best"] is not None
+    on_disk = json.loads((folder / SUMMARY).read_text())
+    assert comparable(on_disk) == comparable(json.loads(json.dumps(resumed)))
+    events = [json.loads(line) for line in (folder / JOURNAL).read_text().splitlines()]
+    asked = [e["id"] for e in events if e["event"] == "ask"]
+    assert len(asked) == len(set(asked)) == len(resumed["trials"])  # no trial asked twice
+    # each trial trained once, plus the one call the interruption cut short
+    assert toy.calls == len(resumed["trials"]) + 1
+
+
+def test_failed_and_nan_trials_are_recorded_and_the_search_goes_on(tmp_path):
+    exp = toy_exp(grid={"params": ["x"], "points": 5})  # x = -2 (NaN), -1, 0, 1, 2 (raises)
+    summary = search(exp, "grid", tmp_path, Toy())
+    status = {t["params"]["x"]: t["status"] for t in summary["trials"]}
+    assert status == {-2.0: "failed", -1.0: "ok", 0.0: "ok", 1.0: "ok", 2.0: "failed"}
+    assert summary["best"]["params"]["x"] == 0.0 and summary["finished"]
+    trial_dirs = {t["params"]["x"]: tmp_path / "toy/grid/seed0" / f"trial{t['trial']}"
+                  for t in summary["trials"]}  # fmt: skip
+    raised = RunDir(trial_dirs[2.0]).read_result()
+    assert raised["status"] == "failed" and "RuntimeError: x is too large" in raised["error"]
+    nan = RunDir(trial_dirs[-2.0]).read_result()
+    assert nan["status"] == "failed" and "non-finite" in nan["error"]
+
+
+def test_budget_in_trials_epochs_and_seconds(tmp_path):
+    by_trials = search(toy_exp("budget.trials=3"), "random", tmp_path / "t", Toy())
+    assert len(by_trials["trials"]) == 3 and by_trials["spent"]["trials"] == 3
+
+    # 2 epochs a trial, at most 5 in all: asks stop once told + in-flight epochs reach 5
+    exp = toy_exp("budget.trials=none", "budget.epochs=5", "budget.parallel=1")
+    by_epochs = search(exp, "random", tmp_path / "e", Toy())
+    assert len(by_epochs["trials"]) == 3 and by_epochs["spent"]["epochs"] == 6.0
+
+    exp = toy_exp("budget.trials=none", "budget.seconds=0.5", "budget.parallel=1")
+    by_time = search(exp, "random", tmp_path / "s", Toy(sleep=0.2))
+    assert 2 <= len(by_time["trials"]) <= 4 and by_time["spent"]["seconds"] >= 0.5
+
+
+def test_finished_search_is_reused_and_can_be_extended(tmp_path):
+    exp = toy_exp("budget.trials=2")
+    toy = Toy()
+    first = search(exp, "random", tmp_path, toy)
+    again = search(exp, "random", tmp_path, toy)
+    assert toy.calls == 2 and comparable(again) == comparable(first)
+    more = search(toy_exp("budget.trials=4"), "random", tmp_path, toy)
+    assert toy.calls == 4 and len(more["trials"]) == 4
+    assert more["trials"][:2] == again["trials"][:2]
+
+
+def test_endless_search_is_refused(tmp_path):
+    from experiments.driver import check_searcher
+
+    with pytest.raises(SpecError, match="no end"):
+        check_searcher(toy_exp("budget.trials=none"), "random")
+    with pytest.raises(SpecError, match="searchers.hyperband"):
+        check_searcher(toy_exp(hyperband={"eta": 1}), "hyperband")

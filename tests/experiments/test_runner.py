@@ -1,0 +1,151 @@
+"""run_experiment on toy objectives: ordering of variants after STN, reuse, stale folders, bad
+input before any write, the local launcher (subprocesses) and progress lines."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cloudpickle
+import pytest
+
+from experiments.runner import run_experiment
+from experiments.spec import Budget, Experiment, SpecError, Variant, apply_overrides
+from experiments.store import RunDir
+from slurm.executors import Launch
+from stn.space import HParam, Space
+
+# Local jobs unpickle the toy objectives in a fresh process that cannot import this test file.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@dataclass(frozen=True)
+class ToyTask:
+    epochs: float = 1.0
+    offset: float = 0.0
+
+    def space(self) -> Space:
+        return Space.of(HParam("x", -1.0, 1.0, 0.5))
+
+
+@dataclass(frozen=True)
+class ToySTN:
+    hyper_lr: float = 0.01
+
+
+def _record(run_dir: Path, exp, params: dict, method: str) -> dict:
+    run = RunDir(run_dir)
+    if run.done:
+        return run.read_result()
+    run.write_spec({"experiment": {"task": {"epochs": exp.task.epochs, "offset": exp.task.offset}},
+                    "method": method, "params": params})  # fmt: skip
+    val = (params["x"] - 0.2) ** 2 + exp.task.offset
+    run.log({"step": 1, "val_loss": val, "hparams": params})
+    rec = {"status": "ok", "val_loss": val, "test_loss": val, "val_metric": 0.5, "test_metric": 0.5,
+           "metric_name": "accuracy", "epochs": 1.0, "wall_s": 0.0, "hparams": params}  # fmt: skip
+    run.write_result(rec)
+    return rec
+
+
+def toy_stn(exp, method, seed, run_dir, *, wandb="off", device="cpu"):
+    return _record(run_dir, exp, {"x": 0.25}, method)
+
+
+def toy_trial(exp, method, seed, params, run_dir, *, epochs=None, resume_from=None, variant=None,
+              wandb="off", device="cpu"):  # fmt: skip
+    if variant is not None:  # "final": the STN's final value, read from its run folder
+        src = RunDir(Path(run_dir).parent.parent / variant.from_method / Path(run_dir).name)
+        params = src.read_result()["hparams"]
+    return _record(run_dir, exp, params, method)
+
+
+OBJECTIVES = {"stn": toy_stn, "trial": toy_trial}
+
+
+def toy_exp(launcher: str = "debug") -> Experiment:
+    return Experiment(
+        "toy", "a test", ToyTask(), ToySTN(), ("stn", "random", "stn-final"), seeds=(0, 1),
+        budget=Budget(trials=3, parallel=2), launch=Launch(launcher=launcher),
+        variants={"stn-final": Variant(from_method="stn", use="final")},
+    )  # fmt: skip
+
+
+def files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if ".submitit" not in p.parts}
+
+
+def test_runs_every_method_and_seed_then_reuses_them(tmp_path, capsys):
+    out = run_experiment(toy_exp(), runs_dir=tmp_path, objectives=OBJECTIVES, bar=False)
+    assert set(out) == {(m, s) for m in ("stn", "random", "stn-final") for s in (0, 1)}
+    for s in (0, 1):
+        assert out[("stn", s)]["status"] == "ok"
+        assert out[("stn-final", s)]["hparams"] == {"x": 0.25}  # ran after its STN run
+        assert len(out[("random", s)]["trials"]) == 3 and out[("random", s)]["finished"]
+        for t in range(3):
+            trial = tmp_path / "toy" / "random" / f"seed{s}" / f"trial{t}"
+            assert {p.name for p in trial.iterdir()} >= {
+                "spec.json",
+                "metrics.jsonl",
+                "result.json",
+            }
+    lines = capsys.readouterr().err.splitlines()
+    assert sum("random seed" in line and "trial" in line for line in lines) == 6
+    before = files(tmp_path)
+    again = run_experiment(toy_exp(), runs_dir=tmp_path, objectives=OBJECTIVES, bar=False)
+    assert again[("random", 1)]["trials"] == out[("random", 1)]["trials"]
+    assert files(tmp_path) == before
+
+
+def test_methods_and_seeds_select_units_and_smoke_applies(tmp_path):
+    exp = apply_overrides(toy_exp(), {"smoke": {"task.offset": 1.0}})
+    out = run_experiment(exp, ["stn"], [3], tmp_path, objectives=OBJECTIVES, smoke=True)
+    assert list(out) == [("stn", 3)] and out[("stn", 3)]["val_loss"] == pytest.approx(1.0025)
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"methods": ["sgd"]}, "unknown method 'sgd'; valid: stn, delta-stn, fixed, grid, random"),
+        ({"methods": []}, "the method list is empty"),
+        ({"seeds": []}, "the seed list is empty"),
+        ({"overrides": ["budget.trials=-2"]}, "budget.trials must be positive"),
+        ({"overrides": ["task.epoch=2"]}, "valid: name, reproduces, task.epochs"),
+        ({"launcher": "cloud"}, "unknown launcher 'cloud'"),
+        ({"wandb": "maybe"}, "unknown wandb mode 'maybe'; valid: off, offline, online"),
+        ({"methods": ["stn-final"]}, "needs the finished 'stn' run of seed 0; add stn"),
+        ({"overrides": ['searchers={"bo": {"kappa": 2}}'], "methods": ["bo"]}, "unknown option"),
+    ],
+)
+def test_bad_input_raises_before_anything_is_written(tmp_path, kwargs, needle):
+    with pytest.raises(SpecError) as e:
+        run_experiment(toy_exp(), runs_dir=tmp_path, objectives=OBJECTIVES, **kwargs)
+    assert needle in str(e.value)
+    assert not any(tmp_path.iterdir())
+
+
+def test_run_folders_of_another_spec_are_not_reused(tmp_path):
+    run_experiment(toy_exp(), ["stn", "random"], [0], tmp_path, objectives=OBJECTIVES)
+    before = files(tmp_path)
+    for method in ("stn", "random"):
+        with pytest.raises(SpecError, match=r"different spec \(changed: task\)"):
+            run_experiment(toy_exp(), [method], [0], tmp_path, objectives=OBJECTIVES,
+                           overrides=["task.offset=2"])  # fmt: skip
+    assert files(tmp_path) == before
+    # budgets may change: a finished search is extended, not refused
+    more = run_experiment(toy_exp(), ["random"], [0], tmp_path, objectives=OBJECTIVES,
+                          overrides=["budget.trials=4"])  # fmt: skip
+    assert len(more[("random", 0)]["trials"]) == 4
+
+
+def test_local_launcher_runs_jobs_in_subprocesses(tmp_path):
+    exp = apply_overrides(toy_exp("local"), ["budget.trials=2", "seeds=0"])
+    out = run_experiment(exp, ["stn", "random"], runs_dir=tmp_path, objectives=OBJECTIVES)
+    assert out[("stn", 0)]["status"] == "ok"
+    summary = json.loads((tmp_path / "toy/random/seed0/search.json").read_text())
+    assert [t["status"] for t in summary["trials"]] == ["ok", "ok"]
+    assert math.isfinite(summary["best"]["val_loss"])
+    logs = list((tmp_path / "toy" / ".submitit").glob("*_log.out"))
+    assert len(logs) == 3  # one process per job
