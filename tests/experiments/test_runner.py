@@ -3,6 +3,7 @@ input before any write, the local launcher (subprocesses) and progress lines."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -12,8 +13,10 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
+from experiments.progress import Progress
 from experiments.runner import run_experiment
 from experiments.spec import Budget, Experiment, SpecError, Variant, apply_overrides
+from experiments.status import status
 from experiments.store import RunDir
 from slurm.executors import Launch
 from stn.space import HParam, Space
@@ -40,6 +43,9 @@ def _record(run_dir: Path, exp, params: dict, method: str) -> dict:
     run = RunDir(run_dir)
     if run.done:
         return run.read_result()
+    run.path.mkdir(parents=True, exist_ok=True)
+    with open(run.path / "starts.txt", "a") as f:  # how often this run was trained
+        f.write("start\n")
     run.write_spec({"experiment": {"task": {"epochs": exp.task.epochs, "offset": exp.task.offset}},
                     "method": method, "params": params})  # fmt: skip
     val = (params["x"] - 0.2) ** 2 + exp.task.offset
@@ -149,3 +155,34 @@ def test_local_launcher_runs_jobs_in_subprocesses(tmp_path):
     assert math.isfinite(summary["best"]["val_loss"])
     logs = list((tmp_path / "toy" / ".submitit").glob("*_log.out"))
     assert len(logs) == 3  # one process per job
+
+
+SMALL = Launch(launcher="slurm", cpus_per_task=1, mem_gb=0.25, timeout_min=5, signal_delay_s=30)
+
+
+class InterruptSearch(Progress):
+    """Progress that stops the sweep (like Ctrl-C) at the first finished trial of a search."""
+
+    def update(self, message: str) -> None:
+        super().update(message)
+        if "trial" in message:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.slurm
+def test_slurm_sweep_is_interrupted_and_resumed_without_duplicate_trials(tmp_path, monkeypatch):
+    exp = apply_overrides(toy_exp(), ["seeds=0", "budget.trials=4", "budget.parallel=2"])
+    exp = dataclasses.replace(exp, launch=SMALL)
+    monkeypatch.setattr("experiments.runner.Progress", InterruptSearch)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(exp, ["random"], runs_dir=tmp_path, objectives=OBJECTIVES, bar=False)
+    monkeypatch.undo()
+    jobs = json.loads((tmp_path / "toy/random/seed0/jobs.json").read_text())
+    assert len(jobs) == 4 and len({j.split("_")[0] for j in jobs.values()}) == 1  # one array
+    out = run_experiment(exp, ["stn", "random"], runs_dir=tmp_path, objectives=OBJECTIVES)
+    assert out[("stn", 0)]["status"] == "ok" and out[("random", 0)]["finished"]
+    for t in range(4):
+        trial = tmp_path / "toy/random/seed0" / f"trial{t}"
+        assert (trial / "starts.txt").read_text() == "start\n"  # re-attached, not resubmitted
+    (row,) = [r for r in status(tmp_path, "toy") if r["method"] == "random"]
+    assert row["done"] == 4 and len(row["jobs"]) == 4  # SLURM ids recorded in spec.json
