@@ -36,6 +36,7 @@ from .base import (
     Trial,
     random_params,
     replay,
+    require_bounded,
 )
 from .bo import BayesOpt
 from .hyperband import Hyperband, hyperband_plan
@@ -59,6 +60,7 @@ __all__ = [
     "make_searcher",
     "random_params",
     "replay",
+    "require_bounded",
 ]
 
 SEARCHERS: dict[str, type[Searcher]] = {

@@ -57,14 +57,20 @@ class BayesOpt(Searcher):
             raise SearcherError(f"bo: unknown liar {o.liar!r}; valid: {', '.join(LIARS)}")
         require_bounded(space)
 
-    def _ask(self, trial_id: int) -> Suggestion | None:
+    def observations(self) -> tuple[Tensor, Tensor, int]:
+        """Told trials as unit-cube inputs x (n, d) and losses y (n,), failed ones imputed as
+        the worst finite loss; and how many losses were finite."""
         told = [t for t in self.trials.values() if t.status is not None]
         losses = np.array([t.loss for t in told], dtype=np.float64)
         finite = np.isfinite(losses)
-        if trial_id < self.options.n_initial or finite.sum() < 2:
+        worst = losses[finite].max() if finite.any() else 0.0
+        y = torch.from_numpy(np.where(finite, losses, worst))
+        return self._unit([t.suggestion.params for t in told]), y, int(finite.sum())
+
+    def _ask(self, trial_id: int) -> Suggestion | None:
+        x, y, n_finite = self.observations()
+        if trial_id < self.options.n_initial or n_finite < 2:
             return Suggestion(trial_id, random_params(self.space, self.seed, trial_id))
-        y = torch.from_numpy(np.where(finite, losses, losses[finite].max()))  # impute the worst
-        x = self._unit([t.suggestion.params for t in told])
         seed = int(np.random.SeedSequence([self.seed, trial_id]).generate_state(1)[0])
         gen = torch.Generator().manual_seed(seed)
         try:

@@ -51,7 +51,7 @@ class Kernel:
 
 def matern52(x1: Tensor, x2: Tensor, lengthscale: Tensor) -> Tensor:
     """(n, d), (m, d), (d,) -> (n, m) Matern-5/2 correlations."""
-    diff = (x1.unsqueeze(1) - x2.unsqueeze(0)) / lengthscale  # (n, m, d); exact at x1 == x2
+    diff = (x1.unsqueeze(1) - x2.unsqueeze(0)) / lengthscale.to(x1.dtype)  # (n, m, d)
     d2 = diff.pow(2).sum(-1)
     r = d2.clamp_min(1e-36).sqrt()  # clamp: a zero gradient (not NaN) on the diagonal
     return (1.0 + SQRT5 * r + (5.0 / 3.0) * d2) * torch.exp(-SQRT5 * r)

@@ -92,8 +92,8 @@ class Hyperband(Searcher):
                 epochs += n_i * (r_i - prev if self.options.resume else r_i)
                 prev = r_i
             rungs = [{"n": n_i, "r": float(r_i), "r_exact": str(r_i)} for n_i, r_i in b.rungs]
-            row = {"s": b.s, "n": b.n, "r": float(b.r), "rungs": rungs, "epochs": float(epochs)}
-            rows.append(row)
+            row = {"s": b.s, "n": b.n, "r": float(b.r), "r_exact": str(b.r), "rungs": rungs}
+            rows.append({**row, "epochs": float(epochs)})
         return rows
 
     def _start_bracket(self) -> None:
