@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
+from kornia.enhance import adjust_hue
 
 from stn import augment as A
 from stn import regularizers
@@ -87,6 +88,20 @@ def test_apply_color_matches_torchvision_per_image():
         ref.append(TF.adjust_hue(img, h))
     # kornia weighs red 0.299 in grey, torchvision 0.2989: equal to about 2e-4
     assert torch.allclose(ours, torch.stack(ref), atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_hue_shift_matches_kornia_and_torchvision(dtype):
+    x = _images(8, dtype=dtype)
+    x[0], x[1] = 0.0, 1.0  # black and white
+    x[2, :, :4] = 0.5  # grey rows
+    x[3, 1] = x[3, 0]  # red and green tied for the largest
+    x[4, 2] = x[4, 1]  # green and blue tied
+    shift = torch.linspace(-0.5, 0.5, 8, dtype=dtype)
+    ours = A.hue_shift(x, shift)
+    assert torch.allclose(ours, adjust_hue(x, shift * 2 * math.pi), atol=1e-5)
+    ref = torch.stack([TF.adjust_hue(img, float(h)) for img, h in zip(x, shift)])
+    assert torch.allclose(ours, ref, atol=1e-5)
 
 
 def test_bad_inputs_are_value_errors():
