@@ -198,6 +198,7 @@ next_job_id() { # one more than the largest job id accounting has seen
 }
 
 node_idle() { [[ $(sinfo -h -o %T 2>/dev/null) == idle ]]; }
+node_up() { [[ $(sinfo -h -o %T 2>/dev/null) =~ ^(idle|mixed|allocated|completing)$ ]]; }
 
 start_slurm() {
     write_config "$(next_job_id)"
@@ -226,7 +227,7 @@ up() {
     ((EUID == 0)) || die "run as root (it starts daemons and may apt-get install)"
     check_state_dir
     install_packages
-    if all_alive && node_idle; then
+    if all_alive && node_up; then
         say "already up ($STATE)"
         return 0
     fi
