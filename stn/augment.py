@@ -166,7 +166,8 @@ def cutout_mask(size: tuple[int, int], length: Tensor, holes: Tensor, centres: T
     in_rows = (rows >= top[..., None, None]) & (rows < top[..., None, None] + L)  # (B, K, H, 1)
     in_cols = (cols >= left[..., None, None]) & (cols < left[..., None, None] + L)  # (B, K, 1, W)
     used = torch.arange(K, device=centres.device)[None, :] < holes[:, None]  # (B, K)
-    return (in_rows & in_cols & used[..., None, None]).any(dim=1)  # (B, H, W)
+    in_rows = in_rows & used[..., None, None]  # unused holes cover no row (small tensor)
+    return (in_rows & in_cols).any(dim=1)  # (B, K, H, W) -> (B, H, W)
 
 
 def cutout(
