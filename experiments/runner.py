@@ -146,6 +146,9 @@ def _plan(
     for m in methods:
         if m not in valid:
             raise SpecError(f"unknown method {m!r}; valid: {', '.join(valid)}")
+    check_data = getattr(exp.task, "check_data", None)
+    if check_data is not None:  # a missing dataset: one line, before any job or folder
+        check_data()
     units: list = []
     for m in methods:
         is_stn, is_variant = m in STN_METHODS or m in exp.stn_inits, m in exp.variants

@@ -29,9 +29,14 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 class ToyTask:
     epochs: float = 1.0
     offset: float = 0.0
+    data_dir: str = "present"
 
     def space(self) -> Space:
         return Space.of(HParam("x", -1.0, 1.0, 0.5))
+
+    def check_data(self) -> None:
+        if self.data_dir != "present":
+            raise SpecError(f"toy data missing in {self.data_dir}")
 
 
 @dataclass(frozen=True)
@@ -46,8 +51,8 @@ def _record(run_dir: Path, exp, params: dict, method: str) -> dict:
     run.path.mkdir(parents=True, exist_ok=True)
     with open(run.path / "starts.txt", "a") as f:  # how often this run was trained
         f.write("start\n")
-    run.write_spec({"experiment": {"task": {"epochs": exp.task.epochs, "offset": exp.task.offset}},
-                    "method": method, "params": params})  # fmt: skip
+    spec = {"experiment": {"task": dataclasses.asdict(exp.task)}, "params": params}
+    run.write_spec(spec)
     val = (params["x"] - 0.2) ** 2 + exp.task.offset
     run.log({"step": 1, "val_loss": val, "hparams": params})
     rec = {"status": "ok", "val_loss": val, "test_loss": val, "val_metric": 0.5, "test_metric": 0.5,
@@ -99,6 +104,11 @@ def test_runs_every_method_and_seed_then_reuses_them(tmp_path, capsys):
             }
     lines = capsys.readouterr().err.splitlines()
     assert sum("random seed" in line and "trial" in line for line in lines) == 6
+    rows = {(r["method"], r["seed"]): r for r in status(tmp_path, "toy")}
+    assert rows[("stn", 1)]["status"] == "ok" and rows[("stn-final", 0)]["kind"] == "run"
+    search = rows[("random", 0)]
+    assert (search["done"], search["running"], search["failed"], search["planned"]) == (3, 0, 0, 3)
+    assert search["best_val_loss"] == out[("random", 0)]["best"]["val_loss"]
     before = files(tmp_path)
     again = run_experiment(toy_exp(), runs_dir=tmp_path, objectives=OBJECTIVES, bar=False)
     assert again[("random", 1)]["trials"] == out[("random", 1)]["trials"]
@@ -122,6 +132,7 @@ def test_methods_and_seeds_select_units_and_smoke_applies(tmp_path):
         ({"launcher": "cloud"}, "unknown launcher 'cloud'"),
         ({"wandb": "maybe"}, "unknown wandb mode 'maybe'; valid: off, offline, online"),
         ({"methods": ["stn-final"]}, "needs the finished 'stn' run of seed 0; add stn"),
+        ({"overrides": ["task.data_dir=elsewhere"]}, "toy data missing in elsewhere"),
         ({"overrides": ['searchers={"bo": {"kappa": 2}}'], "methods": ["bo"]}, "unknown option"),
     ],
 )
