@@ -160,6 +160,7 @@ def train_fixed(
     schedule: Schedule | None = None,
     resume_from: str | Path | None = None,
     on_resume: Callable[[int], None] | None = None,
+    stop_after_steps: int | None = None,
 ) -> dict[str, Any]:
     """Train the plain network at fixed (or noisy / periodic / scheduled) hyperparameters.
 
@@ -172,6 +173,8 @@ def train_fixed(
     resume_from: another run's checkpoint to continue from when this run has none (a Hyperband
         promotion): weights, optimiser and position are taken over, the budget is this config's.
     on_resume(step): called once after a checkpoint is loaded (e.g. to drop rows logged after it).
+    stop_after_steps: stop once this many steps are done in total, save the checkpoint and return
+        status "interrupted" (how tests and preemption handlers cut a run).
     Returns {"status", "val_loss", "test_loss", "val_metric", "test_metric", "metric_name",
     "epochs", "steps", "wall_s", "hparams", "stop_reason", "final"}.
     """
@@ -192,7 +195,7 @@ def train_fixed(
             on_resume(run.st["step"])
         ckpt.set_rng_state(state["rng"])  # last: nothing after it may draw
     del own, state
-    run.train(vary if any(vary.values()) else None)
+    run.train(vary if any(vary.values()) else None, stop_after_steps)
     return run.result()
 
 
@@ -241,6 +244,8 @@ class _Run:
         self.plateau.load_state_dict(state["plateau"])
         self.problem.load_state_dict(state["problem"])
         self.st.update(state["loop"])
+        if self.st["status"] == "interrupted":  # cut on purpose: carry on
+            self.st["status"] = "ok"
         if promotion:  # continue with this run's budget and a fresh verdict
             self.st.update(status="ok", reason=None)
             self.plateau.reason = None
@@ -265,7 +270,7 @@ class _Run:
         }
 
     # --- training ---
-    def train(self, vary: dict[str, Any] | None) -> None:
+    def train(self, vary: dict[str, Any] | None, stop_after: int | None = None) -> None:
         st, cfg = self.st, self.cfg
         t0 = time.perf_counter() - st["wall_s"]
         while st["step"] < self.total and st["status"] == "ok" and st["reason"] is None:
@@ -287,6 +292,9 @@ class _Run:
                     )
                 if cfg.checkpoint_every and st["step"] % cfg.checkpoint_every == 0:
                     self.save()
+                if stop_after is not None and st["step"] >= stop_after:
+                    st["status"] = "interrupted"
+                    break
             if st["status"] != "ok":
                 break
             if finished_epoch:
@@ -296,7 +304,7 @@ class _Run:
             self.evaluate()
             st["wall_s"] = time.perf_counter() - t0
             self.save()
-        if st["status"] == "diverged":
+        if st["status"] != "ok":  # diverged or interrupted: where it stopped
             self.save()
 
     def step(self, batch: Any, values: Mapping[str, float]) -> float:
