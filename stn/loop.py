@@ -319,24 +319,31 @@ def _to(batch: Any, device: torch.device) -> Any:
 
 
 class _Linearized(nn.Module):
-    """Delta-STN's linearised response: f(x; h=0) + J_h f(x; 0) . h, where h is the centred
-    hypernet input of the HyperBatch argument; everything else is passed through unchanged."""
+    """Delta-STN's linearised response: f(x; h=0) + J_h f(x; 0) . h, with h the centred
+    hypernet input of the step's HyperBatch `hb` (set by the loop before each use). The model
+    may be called with `hb` itself or with `hb.net_input`; other arguments pass unchanged."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.inner = model
+        self.inner, self.hb = model, None
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        items = list(enumerate(args)) + list(kwargs.items())
-        key, hb = next(((k, a) for k, a in items if isinstance(a, HyperBatch)), (None, None))
-        if hb is None or hb.net_input is None:
-            return self.inner(*args, **kwargs)
+        hb = self.hb
+
+        def swap(a: Any, h: Tensor) -> Any:
+            if a is hb:
+                return HyperBatch(hb.space, hb.values, h)
+            return h if a is hb.net_input else a
+
+        if not any(a is hb or a is hb.net_input for a in (*args, *kwargs.values())):
+            raise ConfigError(
+                "linearize=True: call the model with the step's HyperBatch (or its net_input)"
+            )
 
         def f(h: Tensor) -> Any:
-            at_h = HyperBatch(hb.space, hb.values, h)
-            if isinstance(key, int):
-                return self.inner(*args[:key], at_h, *args[key + 1 :], **kwargs)
-            return self.inner(*args, **{**kwargs, key: at_h})
+            return self.inner(
+                *(swap(a, h) for a in args), **{k: swap(v, h) for k, v in kwargs.items()}
+            )
 
         h = hb.net_input  # (B, n): lambda~ - lambda, the perturbation
         out, tangent = torch.func.jvp(f, (torch.zeros_like(h),), (h,))
@@ -450,7 +457,9 @@ class _Run:
         value = self._descend("ordinary", train_loss(self.model, batch, hb))  # at lambda
         with torch.no_grad():
             hb = self.hyper.batch(n, perturb=True)
-        net = self.linearized or self.model
+        net = self.model
+        if self.linearized is not None:
+            net, self.linearized.hb = self.linearized, hb
         response = self._descend("response", train_loss(net, batch, hb))  # at lambda~
         return value if math.isfinite(response) else response
 
@@ -460,11 +469,6 @@ class _Run:
         self.model.eval()
         hb = hyper.batch(self.problem.batch_size(batch), perturb=cfg.perturbs_in_val)
         loss = self.problem.val_loss(self.model, batch, hb)
-        if not loss.requires_grad:
-            raise ConfigError(
-                "the validation loss does not depend on the hyperparameters: "
-                "pass hb.net_input to the model's STN layers"
-            )
         value = loss.item()
         if not math.isfinite(value):
             return value
@@ -472,6 +476,11 @@ class _Run:
         objective = loss - cfg.entropy_weight * hyper.entropy() if cfg.tune_scales else loss
         # w.r.t. the hyperparameters only: autograd computes no weight gradient at all
         grads = torch.autograd.grad(objective, params, allow_unused=True)
+        if grads[0] is None:
+            raise ConfigError(
+                "the validation loss does not depend on the hyperparameters: "
+                "pass hb.net_input to the model's STN layers"
+            )
         for p, g, name in zip(params, grads, ("hyper", "scale")):
             p.grad = g
             self.opts[name].step()
