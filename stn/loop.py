@@ -35,18 +35,16 @@ from .schedule import Plateau
 __all__ = ["ConfigError", "STNConfig", "STNResult", "train"]
 
 LogFn = Callable[[dict[str, Any]], None]
-_PROBLEM_ATTRS = (
+# what `train` needs of a problem; metric_name, batch_size, state_dict and load_state_dict of
+# `stn.problem.Problem` are optional here ("metric", the first tensor's length, stateless)
+_REQUIRED = (
     "space",
-    "metric_name",
     "build_model",
     "train_batches",
     "val_batches",
-    "batch_size",
     "train_loss",
     "val_loss",
     "evaluate",
-    "state_dict",
-    "load_state_dict",
 )
 _RESUMABLE = ("epochs", "max_steps", "checkpoint_every_steps", "device")  # may change on resume
 
@@ -235,8 +233,8 @@ def train(
     cfg = config if config is not None else STNConfig()
     if not isinstance(cfg, STNConfig):
         raise ConfigError(f"config must be an STNConfig, got {type(cfg).__name__}")
-    if not isinstance(problem, Problem):
-        missing = [m for m in _PROBLEM_ATTRS if not hasattr(problem, m)]
+    missing = [m for m in _REQUIRED if not hasattr(problem, m)]
+    if missing:
         raise ConfigError(f"problem lacks {', '.join(missing)} (see stn.problem.Problem)")
     if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {cfg.device!r} asked for, but CUDA is not available here")
@@ -425,6 +423,13 @@ class _Run:
                 self.val_it = iter(self.problem.val_batches(self.val_epoch))
         raise ConfigError("problem.val_batches yielded no batch")
 
+    def _batch_size(self, batch: Any) -> int:
+        if hasattr(self.problem, "batch_size"):
+            return self.problem.batch_size(batch)
+        while isinstance(batch, (tuple, list, dict)):  # the first tensor's leading dimension
+            batch = next(iter(batch.values() if isinstance(batch, dict) else batch))
+        return len(batch)
+
     def warming_up(self) -> bool:
         return self.epoch < self.cfg.warmup_epochs or self.step <= self.cfg.warmup_steps
 
@@ -447,7 +452,7 @@ class _Run:
 
     def weight_step(self, batch: Any) -> float:
         batch, train_loss = _to(batch, self.device), self.problem.train_loss
-        n = self.problem.batch_size(batch)
+        n = self._batch_size(batch)
         self.model.train()
         self.step += 1
         with torch.no_grad():  # the training loss is never differentiated w.r.t. lambda
@@ -467,7 +472,7 @@ class _Run:
         cfg, hyper = self.cfg, self.hyper
         batch = self.next_val()
         self.model.eval()
-        hb = hyper.batch(self.problem.batch_size(batch), perturb=cfg.perturbs_in_val)
+        hb = hyper.batch(self._batch_size(batch), perturb=cfg.perturbs_in_val)
         loss = self.problem.val_loss(self.model, batch, hb)
         value = loss.item()
         if not math.isfinite(value):
@@ -566,7 +571,7 @@ class _Run:
             "plateau": self.plateau.state_dict(),
             "counters": {k: getattr(self, k) for k in self._COUNTERS},
             "wall_s": self.wall_s(),
-            "problem": self.problem.state_dict(),
+            "problem": self.problem.state_dict() if hasattr(self.problem, "state_dict") else {},
             "best": self.best,
             "rng": ckpt.rng_state(),
         }
@@ -589,7 +594,8 @@ class _Run:
         for k, v in state["counters"].items():
             setattr(self, k, v)
         self.elapsed, self.t0 = state["wall_s"], time.perf_counter()
-        self.problem.load_state_dict(state["problem"])
+        if hasattr(self.problem, "load_state_dict"):
+            self.problem.load_state_dict(state["problem"])
         self.best = state["best"]
         # Recreate the data iterators where they were, before restoring the RNG: whatever
         # creating or skipping them draws then cannot shift the random stream of the steps.
@@ -612,7 +618,7 @@ class _Run:
             test_loss=best.get("test_loss", nan),
             val_metric=best.get("val_metric", nan),
             test_metric=best.get("test_metric", nan),
-            metric_name=self.problem.metric_name,
+            metric_name=getattr(self.problem, "metric_name", "metric"),
             epochs=self.epoch + (self.pos > 0),
             steps=self.step,
             wall_s=self.wall_s(),

@@ -92,6 +92,15 @@ def toy_problem():
     return ToyProblem
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (small tensors: more threads only add contention)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 _SLURM_PROBE: list[str | None] = []  # the cluster probe runs once per session
 
 

@@ -12,13 +12,7 @@ from torch import nn
 from stn import HParam, HyperBatch, Space, STNConfig, STNLinear, train
 from stn.regularizers import dropout
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: threads only add contention
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Ridge:

@@ -11,13 +11,7 @@ from stn import STNConfig, train
 from stn.loop import ConfigError, _Linearized, _Run
 from stn.schedule import Plateau
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add contention
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def snapshot(module):
@@ -25,7 +19,9 @@ def snapshot(module):
 
 
 @pytest.mark.parametrize(
-    "cfg", [STNConfig(), STNConfig(tune_scales=False), STNConfig.delta_stn()], ids=str
+    "cfg",
+    [STNConfig(), STNConfig(tune_scales=False), STNConfig.delta_stn()],
+    ids=["stn", "stn-fixed-scales", "delta-stn"],
 )
 def test_hyper_step_computes_no_weight_gradient(toy_problem, cfg):
     run = _Run(toy_problem(), cfg, None)
