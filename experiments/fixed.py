@@ -330,8 +330,10 @@ class _Run:
         """Val and test passes at the base values; best record, plateau rules, one row."""
         st, base, space, device = self.st, self.base, self.space, self.device
         hyper_fn = lambda b: HyperBatch.fixed(space, base, b, device)  # noqa: E731
-        val = self.problem.evaluate(self.model, hyper_fn, "val")
-        test = self.problem.evaluate(self.model, hyper_fn, "test")
+        self.model.eval()
+        with torch.no_grad():
+            val = self.problem.evaluate(self.model, hyper_fn, "val")
+            test = self.problem.evaluate(self.model, hyper_fn, "test")
         row = {
             "kind": "eval",
             **self._where(),
