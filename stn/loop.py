@@ -37,14 +37,8 @@ __all__ = ["ConfigError", "STNConfig", "STNResult", "train"]
 LogFn = Callable[[dict[str, Any]], None]
 # what `train` needs of a problem; metric_name, batch_size, state_dict and load_state_dict of
 # `stn.problem.Problem` are optional here ("metric", the first tensor's length, stateless)
-_REQUIRED = (
-    "space",
-    "build_model",
-    "train_batches",
-    "val_batches",
-    "train_loss",
-    "val_loss",
-    "evaluate",
+_REQUIRED = tuple(
+    "space build_model train_batches val_batches train_loss val_loss evaluate".split()
 )
 _RESUMABLE = ("epochs", "max_steps", "checkpoint_every_steps", "device")  # may change on resume
 
@@ -71,7 +65,7 @@ class STNConfig:
     momentum: float = 0.9  # sgd / rmsprop momentum
     nesterov: bool = False  # sgd only
     weight_decay: float = 0.0  # the optimiser's own decay (a tuned decay belongs in the problem)
-    grad_clip: float | None = None  # max global norm of each weight gradient (PTB: 0.25)
+    grad_clip: float | None = None  # max norm of the weights' gradient, per group (PTB: 0.25)
     hyper_optimizer: str = "adam"  # hyperparameters and scales: "sgd" | "adam" | "rmsprop"
     hyper_lr: float = 3e-3  # hyperparameters' learning rate
     scale_lr: float = 3e-3  # perturbation scales' learning rate
@@ -146,17 +140,8 @@ def _problems(c: STNConfig):
     for name in ("epochs", "train_steps", "val_steps", "evaluate_every"):
         if getattr(c, name) < 1:
             yield f"{name} must be >= 1, got {getattr(c, name)}"
-    for name in (
-        "warmup_epochs",
-        "warmup_steps",
-        "weight_decay",
-        "entropy_weight",
-        "decay_window",
-        "patience",
-        "min_lr",
-        "seed",
-        "checkpoint_every_steps",
-    ):
+    non_negative = "warmup_epochs warmup_steps weight_decay entropy_weight decay_window patience"
+    for name in (*non_negative.split(), "min_lr", "seed", "checkpoint_every_steps"):
         if getattr(c, name) < 0:
             yield f"{name} must be >= 0, got {getattr(c, name)}"
     for name in ("lr", "hyper_lr", "scale_lr", "sigma_init"):
@@ -242,11 +227,10 @@ def train(
     state = ckpt.load(checkpoint_path)
     if state is not None:
         run.load(state)
-    save = (
-        (lambda: ckpt.save_atomic(run.state_dict(), checkpoint_path))
-        if checkpoint_path
-        else (lambda: None)
-    )
+
+    def save() -> None:
+        if checkpoint_path is not None:
+            ckpt.save_atomic(run.state_dict(), checkpoint_path)
 
     while run.status is None and run.epoch < cfg.epochs:
         for batch in run.train_iter():
@@ -455,7 +439,9 @@ class _Run:
         n = self._batch_size(batch)
         self.model.train()
         self.step += 1
-        with torch.no_grad():  # the training loss is never differentiated w.r.t. lambda
+        # the training loss is never differentiated w.r.t. lambda; Delta-STN's ordinary weights
+        # see the current lambda (centred input h = 0), STN's weights a perturbed one
+        with torch.no_grad():
             hb = self.hyper.batch(n, perturb=not self.cfg.delta)
         if not self.cfg.delta:
             return self._descend("weights", train_loss(self.model, batch, hb))
@@ -517,7 +503,7 @@ class _Run:
             self.best = {
                 **rec,
                 "step": self.step,
-                "epoch": self.epoch,
+                "epoch": self.row_epoch(),
                 "hparams": self.hyper.current(),
                 "scales": self.hyper.scales(),
                 "model": _clone(self.model.state_dict()),
@@ -530,35 +516,21 @@ class _Run:
         self.rows += 1
         if self.log_fn is None:
             return
-        values = {f"hp/{k}": v for k, v in self.hyper.current().items()}
-        sigmas = {f"sigma/{k}": v for k, v in self.hyper.scales().items()}
-        self.log_fn(
-            {
-                "row": self.rows - 1,
-                "step": self.step,
-                "epoch": self.epoch,
-                **row,
-                **values,
-                **sigmas,
-                "wall_s": self.wall_s(),
-            }
-        )
+        row = {"row": self.rows - 1, "step": self.step, "epoch": self.row_epoch(), **row}
+        row.update({f"hp/{k}": v for k, v in self.hyper.current().items()})
+        row.update({f"sigma/{k}": v for k, v in self.hyper.scales().items()})
+        self.log_fn({**row, "wall_s": self.wall_s()})
+
+    def row_epoch(self) -> int:
+        """The epoch the current moment belongs to (0-based; after the last one ends, it)."""
+        return self.epoch if self.pos or not self.epoch else self.epoch - 1
 
     def wall_s(self) -> float:
         return self.elapsed + time.perf_counter() - self.t0
 
     # --- state ---
-    _COUNTERS = (
-        "step",
-        "hyper_steps",
-        "epoch",
-        "pos",
-        "cycle",
-        "val_epoch",
-        "val_pos",
-        "rows",
-        "last_eval_step",
-        "status",
+    _COUNTERS = tuple(
+        "step hyper_steps epoch pos cycle val_epoch val_pos rows last_eval_step status".split()
     )
 
     def state_dict(self) -> dict[str, Any]:

@@ -133,6 +133,13 @@ def test_max_steps_stops_mid_epoch_and_evaluates(toy_problem):
     assert rows[-1]["kind"] == "eval" and rows[-1]["step"] == 6
 
 
+def test_evaluate_every_and_the_final_evaluation(toy_problem):
+    rows = []
+    train(toy_problem(), STNConfig(epochs=3, evaluate_every=2), log=rows.append)
+    evals = [(r["epoch"], r["step"]) for r in rows if r["kind"] == "eval"]
+    assert evals == [(1, 8), (2, 12)]  # every 2 epochs, and the end state once
+
+
 def test_nan_loss_returns_diverged(toy_problem):
     problem = toy_problem()
     loss = problem.train_loss
