@@ -4,7 +4,9 @@
 
 Each layer takes `(x, h)` with h the (B, n_hyper) `HyperBatch.net_input`. With n_hyper=0 (or
 h=None) a layer computes exactly its plain PyTorch counterpart, so one model definition serves
-STN and the fixed-hyperparameter baselines.
+STN and the fixed-hyperparameter baselines. V ~ N(0, 0.01^2), or zero with
+`zero_init_scaling=True` (Delta-STN). Both weight paths run as one matmul / conv on the
+concatenated weights; the result is split and the hyper half scaled per example.
 """
 
 from __future__ import annotations
@@ -13,32 +15,165 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["STNLinear"]
+__all__ = ["STNLinear", "STNConv2d", "STNEmbedding", "keep_mask", "batch_rate"]
+
+
+def _check_n_hyper(n_hyper: int) -> None:
+    if not isinstance(n_hyper, int) or n_hyper < 0:
+        raise ValueError(f"n_hyper must be an int >= 0 (0: plain layer), got {n_hyper!r}")
+
+
+def _scaling(n_hyper: int, out: int, zero: bool) -> nn.Linear:
+    """V: Linear(n_hyper, out, bias=False), N(0, 0.01^2) or zero (Delta-STN)."""
+    lin = nn.Linear(n_hyper, out, bias=False)
+    if zero:
+        nn.init.zeros_(lin.weight)
+    else:
+        nn.init.normal_(lin.weight, std=0.01)
+    return lin
+
+
+def batch_rate(p: float | Tensor, name: str) -> float | Tensor:
+    """A per-batch rate: a float in [0, 1) or a 0-dim tensor (detached: dropout rates get no
+    gradient through the training loss)."""
+    if isinstance(p, Tensor):
+        if p.numel() != 1:
+            raise ValueError(
+                f"{name} must be one rate per batch (float or 0-dim tensor), got shape "
+                f"{tuple(p.shape)}"
+            )
+        return p.detach().reshape(())
+    if not 0.0 <= float(p) < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {p}")
+    return float(p)
+
+
+def keep_mask(
+    shape: tuple[int, ...] | torch.Size,
+    p: float | Tensor,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """One Bernoulli(1 - p) draw of `shape`, kept entries scaled by 1 / (1 - p).
+
+    Shared by the whole batch: DropConnect masks a weight matrix, embedding dropout masks the
+    rows of the vocabulary. p is a float or a 0-dim tensor (a per-batch hyperparameter).
+    """
+    if isinstance(p, Tensor):  # a perturbed rate may reach 1: keep the scale finite
+        p = p.to(device=device, dtype=dtype or torch.get_default_dtype()).clamp(0.0, 1 - 1e-6)
+    keep = torch.rand(shape, device=device, dtype=dtype) >= p
+    return keep.to(dtype or torch.get_default_dtype()) / (1.0 - p)
 
 
 class STNLinear(nn.Linear):
-    def __init__(self, in_features: int, out_features: int, n_hyper: int, bias: bool = True,
-                 zero_init_scaling: bool = False):
+    """Linear layer with a hyper path; x (..., B, in), h (B, n_hyper) -> (..., B, out)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        n_hyper: int,
+        bias: bool = True,
+        zero_init_scaling: bool = False,
+    ):
+        _check_n_hyper(n_hyper)
         super().__init__(in_features, out_features, bias=bias)
         self.n_hyper = n_hyper
         if n_hyper:
             self.hyper_weight = nn.Parameter(torch.empty_like(self.weight))
             nn.init.kaiming_uniform_(self.hyper_weight, a=5**0.5)
             self.hyper_bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-            self.scaling = nn.Linear(n_hyper, 2 * out_features, bias=False)  # V
-            if zero_init_scaling:
-                nn.init.zeros_(self.scaling.weight)
-            else:
-                nn.init.normal_(self.scaling.weight, std=0.01)
+            self.scaling = _scaling(n_hyper, 2 * out_features, zero_init_scaling)  # V
 
-    def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:  # x (B, in), h (B, n_hyper)
+    def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
         if not self.n_hyper or h is None:
             return F.linear(x, self.weight, self.bias)
         s_w, s_b = self.scaling(h).chunk(2, dim=-1)  # (B, out) each
-        # one fused matmul for both paths: x @ [W_elem; W_hyper]^T
-        both = F.linear(x, torch.cat([self.weight, self.hyper_weight]))
-        out, hyp = both.chunk(2, dim=-1)
-        out = out + s_w * hyp
+        # one fused matmul for both paths: x @ [W_elem; W_hyper]^T -> (..., B, 2 * out)
+        out, hyp = F.linear(x, torch.cat([self.weight, self.hyper_weight])).chunk(2, dim=-1)
         if self.bias is not None:
-            out = out + self.bias + s_b * self.hyper_bias
-        return out
+            out = out + (self.bias + s_b * self.hyper_bias)  # one (B, out) bias per example
+        return torch.addcmul(out, s_w, hyp)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, n_hyper={self.n_hyper}"
+
+
+class STNConv2d(nn.Conv2d):
+    """Conv2d with a hyper path scaled per output channel; x (B, C, H, W), h (B, n_hyper)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        n_hyper: int,
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        bias: bool = True,
+        zero_init_scaling: bool = False,
+    ):
+        _check_n_hyper(n_hyper)
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias
+        )
+        self.n_hyper = n_hyper
+        if n_hyper:
+            self.hyper_weight = nn.Parameter(torch.empty_like(self.weight))
+            nn.init.kaiming_uniform_(self.hyper_weight, a=5**0.5)
+            self.hyper_bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+            self.scaling = _scaling(n_hyper, 2 * out_channels, zero_init_scaling)  # V
+
+    def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
+        if not self.n_hyper or h is None:
+            return self._conv_forward(x, self.weight, self.bias)
+        s_w, s_b = self.scaling(h)[:, :, None, None].chunk(2, dim=1)  # (B, out, 1, 1) each
+        # one conv with 2 * out channels: [W_elem; W_hyper] -> (B, 2 * out, H', W')
+        both = self._conv_forward(x, torch.cat([self.weight, self.hyper_weight]), None)
+        out, hyp = both.chunk(2, dim=1)
+        if self.bias is not None:
+            out = out + (self.bias[:, None, None] + s_b * self.hyper_bias[:, None, None])
+        return torch.addcmul(out, s_w, hyp)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, n_hyper={self.n_hyper}"
+
+
+class STNEmbedding(nn.Embedding):
+    """Embedding with a hyper path scaled per dimension: y = E[tok] + s(h) * E_hyper[tok].
+
+    `weight` is the plain table (num_embeddings, dim), the one a tied output layer shares.
+    """
+
+    def __init__(
+        self, num_embeddings: int, dim: int, n_hyper: int, zero_init_scaling: bool = False
+    ):
+        _check_n_hyper(n_hyper)
+        super().__init__(num_embeddings, dim)
+        self.n_hyper = n_hyper
+        if n_hyper:
+            self.hyper_weight = nn.Parameter(torch.empty_like(self.weight))
+            nn.init.normal_(self.hyper_weight)
+            self.scaling = _scaling(n_hyper, dim, zero_init_scaling)  # V: s = V h, (B, dim)
+
+    def forward(
+        self, tokens: Tensor, h: Tensor | None = None, dropout: float | Tensor = 0.0
+    ) -> Tensor:
+        """tokens (T, B) long, h (B, n_hyper) -> (T, B, dim).
+
+        dropout: embedding dropout, the rate of whole vocabulary words dropped (one mask per
+        batch, rows kept scaled by 1 / (1 - p)); only in training mode.
+        """
+        y = F.embedding(tokens, self.weight)  # (T, B, dim)
+        if self.n_hyper and h is not None:
+            # two row gathers are cheaper than concatenating two vocabulary-sized tables
+            y = torch.addcmul(y, self.scaling(h), F.embedding(tokens, self.hyper_weight))
+        p = batch_rate(dropout, "dropout")
+        if self.training and not (isinstance(p, float) and p == 0.0):
+            # masking the gathered rows equals masking the rows of both tables, at T*B cost
+            rows = keep_mask((self.num_embeddings,), p, y.device, y.dtype)
+            y = y * rows[tokens].unsqueeze(-1)
+        return y
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, n_hyper={self.n_hyper}"

@@ -1,0 +1,237 @@
+"""A stacked LSTM whose input-to-hidden and hidden-to-hidden maps are STN linear maps.
+
+Per layer, with gates in PyTorch's order (i, f, g, o), each of size H (4H together):
+
+    gates_t = W_ih x_t + b_ih + s_w^ih * (U_ih x_t) + s_b^ih * c_ih
+            + W_hh h_{t-1} + b_hh + s_w^hh * (U_hh h_{t-1}) + s_b^hh * c_hh
+
+(W plain weights, U hyper weights, c hyper biases, [s_w, s_b] = V h per example).
+The input path of all timesteps is one matmul on [W_ih; U_ih]; each step does one matmul on
+[W_hh; U_hh]. DropConnect (AWD-LSTM weight drop) masks the hidden-to-hidden weights with one
+mask per batch, the same mask on both paths. With n_hyper=0 or h=None each layer runs
+PyTorch's fused LSTM kernel on its own (drop-connected) weights.
+
+The STN recurrence is a hand-written autograd Function: its backward does one matmul per step
+and the weight gradient of all steps in one matmul at the end, where plain autograd would do two
+per step and accumulate a (8H, H) gradient T times. Forward-mode AD (Delta-STN's linearisation
+with `torch.func.jvp`) takes the plain autograd loop instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+from torch.func import functional_call
+
+from .layers import _check_n_hyper, _scaling, batch_rate, keep_mask
+from .regularizers import locked_dropout
+
+__all__ = ["STNLSTM"]
+
+State = tuple[Tensor, Tensor]  # (h, c), each (num_layers, B, H) as in nn.LSTM
+
+
+def _activate_(gates: Tensor) -> Tensor:
+    """In place on pre-activations (B, 4H): sigmoid on i, f, o and tanh on g."""
+    H = gates.shape[-1] // 4
+    gates[:, : 2 * H].sigmoid_()
+    gates[:, 2 * H : 3 * H].tanh_()
+    gates[:, 3 * H :].sigmoid_()
+    return gates
+
+
+class _Recurrence(torch.autograd.Function):
+    """(pre (T, B, 4H), s_w (B, 4H), w (8H, H), h0, c0 (B, H)) -> hs, cs (T+1, B, H), with
+    gates_t = pre_t + a_t + s_w * b_t and [a_t, b_t] = h_{t-1} w^T. Also returns (as
+    non-differentiable outputs) what the backward needs: activations and b (T, B, 4H)."""
+
+    @staticmethod
+    def forward(pre, sw, w, h0, c0):
+        T, B, G = pre.shape
+        hs, cs = pre.new_empty(T + 1, B, G // 4), pre.new_empty(T + 1, B, G // 4)
+        acts, hyp = torch.empty_like(pre), torch.empty_like(pre)
+        hs[0], cs[0] = h0, c0
+        z, wt = pre.new_empty(B, 2 * G), w.t()
+        for t in range(T):
+            torch.mm(hs[t], wt, out=z)
+            hyp[t] = z[:, G:]
+            torch.addcmul(z[:, :G], sw, z[:, G:], out=acts[t]).add_(pre[t])
+            i, f, g, o = _activate_(acts[t]).split(G // 4, dim=1)
+            torch.mul(f, cs[t], out=cs[t + 1]).addcmul_(i, g)
+            torch.mul(o, cs[t + 1].tanh(), out=hs[t + 1])
+        return hs, cs, acts, hyp
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, sw, w, _, _ = inputs
+        hs, cs, acts, hyp = output
+        ctx.mark_non_differentiable(acts, hyp)
+        ctx.save_for_backward(sw, w, hs, cs, acts, hyp)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dhs, dcs, _dacts, _dhyp):
+        sw, w, hs, cs, acts, hyp = ctx.saved_tensors
+        T, B, G = acts.shape
+        H = G // 4
+        tcs = cs[1:].tanh()
+        dtcs = 1 - tcs * tcs  # d tanh(c_t)
+        dact = acts * (1 - acts)  # d sigmoid / d pre-activation; tanh for g
+        dact[..., 2 * H : 3 * H] = 1 - acts[..., 2 * H : 3 * H].square()
+        dz = acts.new_empty(T, B, 2 * G)  # [d gates, s_w * d gates] per step
+        dh, dc = dhs[T].clone(), dcs[T].clone()
+        for t in range(T - 1, -1, -1):
+            i, f, g, o = acts[t].split(H, dim=1)
+            d = dz[t]
+            di, df, dg, do = d[:, :G].split(H, dim=1)
+            torch.mul(dh, tcs[t], out=do)
+            dc.addcmul_(dh * o, dtcs[t])
+            torch.mul(dc, g, out=di)
+            torch.mul(dc, i, out=dg)
+            torch.mul(dc, cs[t], out=df)
+            d[:, :G].mul_(dact[t])
+            torch.mul(d[:, :G], sw, out=d[:, G:])
+            dc = dc.mul_(f).add_(dcs[t])
+            dh = torch.mm(d, w).add_(dhs[t])
+        dgates = dz[..., :G]
+        dsw = (dgates * hyp).sum(0) if ctx.needs_input_grad[1] else None
+        dw = None
+        if ctx.needs_input_grad[2]:  # all steps at once: (8H, T*B) @ (T*B, H)
+            dw = dz.reshape(T * B, 2 * G).t() @ hs[:T].reshape(T * B, H)
+        return dgates, dsw, dw, dh, dc
+
+
+def _recurrence_autograd(pre, sw, w, h0, c0):
+    """The same recurrence in plain autograd ops (forward-mode AD goes through it)."""
+    G = pre.shape[-1]
+    wt, hs, cs = w.t(), [h0], [c0]
+    for pre_t in pre.unbind(0):  # unbind: its backward stacks once, no (T, B, 4H) per step
+        a, b = (hs[-1] @ wt).split(G, dim=-1)
+        gates = torch.addcmul(pre_t + a, sw, b)
+        H = G // 4
+        i, f, o = gates[:, : 2 * H].sigmoid().chunk(2, dim=1) + (gates[:, 3 * H :].sigmoid(),)
+        cs.append(torch.addcmul(f * cs[-1], i, gates[:, 2 * H : 3 * H].tanh()))
+        hs.append(o * cs[-1].tanh())
+    return torch.stack(hs), torch.stack(cs)
+
+
+def _has_tangent(*tensors: Tensor) -> bool:
+    return any(fwAD.unpack_dual(t).tangent is not None for t in tensors)
+
+
+class _Layer(nn.Module):
+    """One LSTM layer; `rnn` holds the plain weights under nn.LSTM's names."""
+
+    def __init__(self, input_size: int, hidden_size: int, n_hyper: int, zero: bool):
+        super().__init__()
+        self.n_hyper = n_hyper
+        self.rnn = nn.LSTM(input_size, hidden_size)
+        if n_hyper:
+            g, bound = 4 * hidden_size, 1.0 / math.sqrt(hidden_size)  # nn.LSTM's init range
+            self.hyper_weight_ih = nn.Parameter(torch.empty(g, input_size).uniform_(-bound, bound))
+            self.hyper_weight_hh = nn.Parameter(torch.empty(g, hidden_size).uniform_(-bound, bound))
+            self.hyper_bias_ih = nn.Parameter(torch.zeros(g))
+            self.hyper_bias_hh = nn.Parameter(torch.zeros(g))
+            self.scaling_ih = _scaling(n_hyper, 2 * g, zero)  # -> [s_w^ih, s_b^ih]
+            self.scaling_hh = _scaling(n_hyper, 2 * g, zero)  # -> [s_w^hh, s_b^hh]
+
+    def forward(self, x: Tensor, h: Tensor | None, state: State, mask: Tensor | None):
+        """x (T, B, in), state (h0, c0) each (B, H), mask (4H, H) or None -> (T, B, H), state."""
+        if not self.n_hyper or h is None:
+            return self._plain(x, state, mask)
+        rnn = self.rnn
+        sw_ih, sb_ih = self.scaling_ih(h).chunk(2, dim=-1)  # (B, 4H) each
+        sw_hh, sb_hh = self.scaling_hh(h).chunk(2, dim=-1)
+        bias = torch.addcmul(rnn.bias_ih_l0 + rnn.bias_hh_l0, sb_ih, self.hyper_bias_ih)
+        bias = torch.addcmul(bias, sb_hh, self.hyper_bias_hh)  # (B, 4H)
+        # input path of every timestep at once: (T, B, 8H) -> plain and hyper halves
+        a, b = F.linear(x, torch.cat([rnn.weight_ih_l0, self.hyper_weight_ih])).chunk(2, dim=-1)
+        pre = torch.addcmul(a + bias, sw_ih, b)  # (T, B, 4H)
+        w_hh = torch.cat([rnn.weight_hh_l0, self.hyper_weight_hh])  # (8H, H)
+        if mask is not None:
+            w_hh = w_hh * mask.repeat(2, 1)
+        args = (pre, sw_hh, w_hh, *state)
+        if _has_tangent(*args):
+            hs, cs = _recurrence_autograd(*args)
+        else:
+            hs, cs = _Recurrence.apply(*args)[:2]
+        return hs[1:], (hs[-1], cs[-1])
+
+    def _plain(self, x: Tensor, state: State, mask: Tensor | None):
+        h0, c0 = state[0][None], state[1][None]  # (1, B, H)
+        if mask is None:
+            y, (hn, cn) = self.rnn(x, (h0, c0))
+        else:  # the fused kernel on the drop-connected weight
+            w = {"weight_hh_l0": self.rnn.weight_hh_l0 * mask}
+            y, (hn, cn) = functional_call(self.rnn, w, (x, (h0, c0)), strict=False)
+        return y, (hn[0], cn[0])
+
+
+class STNLSTM(nn.Module):
+    """Stacked STN LSTM over sequences (T, B, input_size); n_hyper=0 is a plain nn.LSTM."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        n_hyper: int,
+        zero_init_scaling: bool = False,
+    ):
+        super().__init__()
+        _check_n_hyper(n_hyper)
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.n_hyper = n_hyper
+        sizes = [input_size] + [hidden_size] * (num_layers - 1)
+        self.layers = nn.ModuleList(
+            _Layer(n, hidden_size, n_hyper, zero_init_scaling) for n in sizes
+        )
+
+    def forward(
+        self,
+        x: Tensor,
+        h: Tensor | None = None,
+        state: State | None = None,
+        dropconnect: float | Tensor = 0.0,
+        between: Tensor | None = None,
+    ) -> tuple[Tensor, State, list[Tensor]]:
+        """x (T, B, in), h (B, n_hyper) -> output (T, B, H), new state, per-layer outputs.
+
+        state: (h, c) each (num_layers, B, H), zeros if None.
+        dropconnect: rate of DropConnect on the hidden-to-hidden weights, one per batch
+            (float or 0-dim tensor); training mode only.
+        between: (B,) per-example locked-dropout rate applied to the output of every layer but
+            the last; training mode only.
+        The per-layer outputs (each (T, B, H), before `between` dropout) serve AR/TAR.
+        """
+        B = x.shape[1]
+        if state is None:
+            zeros = x.new_zeros(self.num_layers, B, self.hidden_size)
+            state = (zeros, zeros)
+        p = batch_rate(dropconnect, "dropconnect")
+        drop = self.training and not (isinstance(p, float) and p == 0.0)
+        outputs, hs, cs = [], [], []
+        for k, layer in enumerate(self.layers):
+            w = layer.rnn.weight_hh_l0
+            mask = keep_mask(w.shape, p, w.device, w.dtype) if drop else None  # (4H, H)
+            y, (hk, ck) = layer(x, h, (state[0][k], state[1][k]), mask)
+            outputs.append(y)
+            hs.append(hk)
+            cs.append(ck)
+            x = y
+            if between is not None and self.training and k < self.num_layers - 1:
+                x = locked_dropout(y, between)
+        return outputs[-1], (torch.stack(hs), torch.stack(cs)), outputs
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+            f"n_hyper={self.n_hyper}"
+        )
