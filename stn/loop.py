@@ -173,7 +173,8 @@ def _problems(c: STNConfig):
 @dataclass
 class STNResult:
     """What a run returns. Losses and metrics are those of the best-validation evaluation, and
-    `hparams` the hyperparameters of that moment; `model` and `hyper` hold that state too."""
+    `hparams` the hyperparameters of that moment; `model` and `hyper` hold that state too. A
+    diverged run reports its best evaluation before diverging (NaN if there was none)."""
 
     status: str  # "ok" | "diverged" | "interrupted"
     val_loss: float

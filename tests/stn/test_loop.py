@@ -180,17 +180,23 @@ def test_bad_configuration_fails_with_one_line(overrides, message):
 
 
 def test_bad_setup_fails_before_training(toy_problem):
-    with pytest.raises(ConfigError, match="problem lacks .*val_loss"):
-        train(object.__new__(type("P", (), {"space": None})), STNConfig())
+    problem = type("NotAProblem", (), {"space": toy_problem().space})()
+    with pytest.raises(ConfigError, match="problem lacks build_model, .*val_loss"):
+        train(problem, STNConfig())
     with pytest.raises(ConfigError, match="unknown STNConfig keys"):
         STNConfig.delta_stn(sigma=1.0)
+
+
+def test_a_model_deaf_to_the_hyperparameters_is_refused(toy_problem):
     problem = toy_problem()
-    problem.train_loss = lambda *a: pytest.fail("trained")
+
+    def val_loss(model, batch, hb):  # the net_input never reaches the STN layers
+        deaf = type(hb)(hb.space, hb.values, hb.net_input.detach())
+        return torch.nn.functional.cross_entropy(model(batch[0], deaf), batch[1])
+
+    problem.val_loss = val_loss
     with pytest.raises(ConfigError, match="does not depend on the hyperparameters"):
-        problem.val_loss = lambda m, b, hb: torch.nn.functional.cross_entropy(
-            m(b[0], type(hb)(hb.space, hb.values.detach(), hb.net_input.detach())), b[1]
-        )
-        _Run(problem, STNConfig(), None).hyper_step()
+        train(problem, STNConfig(epochs=1))
 
 
 def test_plateau_schedule():
