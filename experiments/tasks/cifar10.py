@@ -72,6 +72,12 @@ class Cifar10Task:
         )
         return with_init(space, self.init)
 
+    def check_data(self) -> None:
+        """Every data file exists (a one-line DataError naming it and the fetch command)."""
+        from experiments.data import check_present
+
+        check_present("cifar10", self.data_dir)
+
     def build(self, seed: int, device: str | torch.device = "cpu") -> Cifar10Problem:
         from experiments.data.cifar10 import load_cifar10
 

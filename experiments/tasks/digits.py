@@ -54,6 +54,9 @@ class DigitsTask:
         )
         return with_init(space, self.init)
 
+    def check_data(self) -> None:
+        """Nothing to check: scikit-learn ships the digits."""
+
     def build(self, seed: int, device: str | torch.device = "cpu") -> DigitsProblem:
         from experiments.data.digits import load_digits
 

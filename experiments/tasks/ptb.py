@@ -98,6 +98,12 @@ class PTBTask:
         rest = full.subset(n for n in full.names if n not in space)
         return rest.validate({n: self.fixed.get(n, 0.0) for n in rest.names})
 
+    def check_data(self) -> None:
+        """Every data file exists (a one-line DataError naming it and the fetch command)."""
+        from experiments.data import check_present
+
+        check_present("ptb", self.data_dir)
+
     def build(self, seed: int, device: str | torch.device = "cpu") -> PTBProblem:
         from experiments.data.ptb import load_corpus
 

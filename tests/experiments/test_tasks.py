@@ -173,7 +173,10 @@ def test_digits_weight_decay_is_in_the_training_objective_only():
     (Cifar10Task, "data_batch_1"), (PTBTask, "ptb.train.txt"),
 ])  # fmt: skip
 def test_missing_dataset_is_one_line_naming_file_and_command(task, missing, tmp_path):
-    with pytest.raises(DataError) as err:
-        task(data_dir=str(tmp_path / "nowhere")).build(0)
-    msg = str(err.value)
-    assert "\n" not in msg and missing in msg and "python -m experiments download" in msg
+    cfg = task(data_dir=str(tmp_path / "nowhere"))
+    for check in (cfg.check_data, lambda: cfg.build(0)):  # before launching, and the loader
+        with pytest.raises(DataError) as err:
+            check()
+        msg = str(err.value)
+        assert "\n" not in msg and missing in msg and "python -m experiments download" in msg
+    DigitsTask().check_data()
