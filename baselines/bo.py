@@ -11,6 +11,11 @@ Each ask after the first `n_initial` random trials:
    (integers snap to their cell).
 Proposals depend only on the results told and the pending trials, so a replay adopts the
 journal's suggestions instead of refitting the GP for every past trial.
+
+Threads: the matrices are small (observations x observations), so intra-op threads only add
+synchronisation. Run the process that asks with one thread (e.g. `with
+threadpoolctl.threadpool_limits(1):` around the search loop): on a loaded 2-core machine one
+ask at 100 observations in 15-D took about 0.5 s single-threaded and 40 s with 2 threads.
 """
 
 from __future__ import annotations

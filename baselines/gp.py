@@ -19,7 +19,16 @@ import torch
 from scipy.optimize import minimize
 from torch import Tensor
 
-__all__ = ["GP", "GPError", "Kernel", "expected_improvement", "fit_kernel", "matern52"]
+__all__ = [
+    "GP",
+    "GPError",
+    "Kernel",
+    "expected_improvement",
+    "fit_kernel",
+    "matern52",
+    "robust_cholesky",
+    "sq_diffs",
+]
 
 SQRT5 = math.sqrt(5.0)
 JITTERS = (0.0,) + tuple(10.0**k for k in range(-9, -2))  # relative to the mean diagonal
@@ -50,9 +59,23 @@ class Kernel:
 
 
 def matern52(x1: Tensor, x2: Tensor, lengthscale: Tensor) -> Tensor:
-    """(n, d), (m, d), (d,) -> (n, m) Matern-5/2 correlations."""
-    diff = (x1.unsqueeze(1) - x2.unsqueeze(0)) / lengthscale.to(x1.dtype)  # (n, m, d)
-    d2 = diff.pow(2).sum(-1)
+    """(n, d), (m, d), (d,) -> (n, m) Matern-5/2 correlations.
+
+    |a|^2 + |b|^2 - 2 a.b: one matmul instead of an (n, m, d) tensor (EI scores thousands of
+    candidates); its rounding (~1e-15 |a|^2) is harmless off the diagonal. The training matrix
+    uses exact differences (`sq_diffs`), so its diagonal is exactly the signal variance."""
+    a, b = x1 / lengthscale.to(x1.dtype), x2 / lengthscale.to(x2.dtype)
+    d2 = a.pow(2).sum(-1, keepdim=True) + b.pow(2).sum(-1) - 2.0 * a @ b.T
+    return _matern52_d2(d2.clamp_min(0.0))
+
+
+def sq_diffs(x: Tensor) -> Tensor:
+    """(n, d) -> (n, n, d) squared differences: exact zeros on the diagonal."""
+    return (x.unsqueeze(1) - x.unsqueeze(0)).pow(2)
+
+
+def _matern52_d2(d2: Tensor) -> Tensor:
+    """Matern-5/2 of squared scaled distances d2 (any shape)."""
     r = d2.clamp_min(1e-36).sqrt()  # clamp: a zero gradient (not NaN) on the diagonal
     return (1.0 + SQRT5 * r + (5.0 / 3.0) * d2) * torch.exp(-SQRT5 * r)
 
@@ -80,7 +103,8 @@ class GP:
     def __init__(self, x: Tensor, y: Tensor, kernel: Kernel) -> None:
         self.x, self.kernel = x.double(), kernel  # (n, d)
         self.ys, self.mu, self.sd = _standardise(y.double())  # (n,)
-        K = kernel.signal * matern52(self.x, self.x, kernel.lengthscale)
+        d2 = sq_diffs(self.x) @ kernel.lengthscale.to(self.x.dtype).pow(-2)  # (n, n)
+        K = kernel.signal * _matern52_d2(d2)
         self.L = robust_cholesky(K + kernel.noise * torch.eye(len(self.x), dtype=torch.float64))
         self.alpha = torch.cholesky_solve(self.ys.unsqueeze(1), self.L).squeeze(1)  # (n,)
 
@@ -93,40 +117,52 @@ class GP:
         var = self.kernel.signal - v.pow(2).sum(0) + (self.kernel.noise if noise else 0.0)
         return self.mu + self.sd * mean, var.clamp_min(1e-12) * self.sd**2
 
-    @property
-    def best_standardised(self) -> float:
-        return self.ys.min().item()
-
 
 def expected_improvement(mean: Tensor, var: Tensor, best: float) -> Tensor:
     """EI for minimisation below `best`, for Gaussian marginals (mean, var) of the same shape."""
     sd = var.sqrt()
     z = (best - mean) / sd
-    normal = torch.distributions.Normal(
-        torch.zeros((), dtype=z.dtype), torch.ones((), dtype=z.dtype)
-    )
-    return sd * (z * normal.cdf(z) + normal.log_prob(z).exp())
+    pdf = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    return sd * (z * torch.special.ndtr(z) + pdf)
+
+
+# log-normal priors: medians, and one standard deviation (weakly informative) for every log
+LENGTHSCALE_PRIOR = 0.5  # times sqrt(d): points in a d-cube sit about sqrt(d / 6) apart
+SIGNAL_PRIOR = 1.0  # the outputs are standardised
+NOISE_PRIOR = 1e-3
+PRIOR_SD = 1.5
 
 
 def _log_prior_means(d: int) -> Tensor:
-    # lengthscales grow with sqrt(d): points in a d-cube sit about sqrt(d/6) apart
-    means = [math.log(0.5 * math.sqrt(d))] * d + [0.0, math.log(1e-3)]
+    ls = math.log(LENGTHSCALE_PRIOR * math.sqrt(d))
+    means = [ls] * d + [math.log(SIGNAL_PRIOR), math.log(NOISE_PRIOR)]
     return torch.tensor(means, dtype=torch.float64)
 
 
-PRIOR_SD = 1.5  # of every log-parameter: weakly informative
+def neg_log_posterior(theta: Tensor, sq: Tensor, ys: Tensor) -> tuple[float, Tensor]:
+    """-(log marginal likelihood + log prior) and its gradient at theta = log (lengthscale (d),
+    signal, noise), for standardised outputs ys (n,) and squared input differences sq (n, n, d).
 
-
-def _neg_log_posterior(theta: Tensor, x: Tensor, ys: Tensor) -> Tensor:
-    """-(log marginal likelihood + log prior) at theta = log (lengthscale (d), signal, noise)."""
-    d = x.shape[1]
-    ls, signal, noise = theta[:d].exp(), theta[d].exp(), theta[d + 1].exp()
-    K = signal * matern52(x, x, ls) + noise * torch.eye(len(x), dtype=x.dtype)
-    L = robust_cholesky(K)
-    a = torch.cholesky_solve(ys.unsqueeze(1), L).squeeze(1)
-    nll = 0.5 * ys @ a + L.diagonal().log().sum() + 0.5 * len(x) * math.log(2 * math.pi)
-    prior = 0.5 * ((theta - _log_prior_means(d)) / PRIOR_SD).pow(2).sum()
-    return nll + prior
+    The gradient is analytic, d/dt = 1/2 tr((K^-1 - a a^T) dK/dt) with a = K^-1 y: about 5x
+    cheaper than autograd through the Cholesky at n = 100 (checked against autograd in tests)."""
+    n, _, d = sq.shape
+    inv_l2, signal, noise = torch.exp(-2.0 * theta[:d]), theta[d].exp(), theta[d + 1].exp()
+    d2 = sq @ inv_l2  # (n, n)
+    r = d2.clamp_min(1e-36).sqrt()
+    e = torch.exp(-SQRT5 * r)
+    m = (1.0 + SQRT5 * r + (5.0 / 3.0) * d2) * e  # Matern-5/2 correlations
+    dm_dd2 = -(5.0 / 6.0) * (1.0 + SQRT5 * r) * e
+    L = robust_cholesky(signal * m + noise * torch.eye(n, dtype=sq.dtype))
+    a = torch.cholesky_solve(ys.unsqueeze(1), L)  # (n, 1)
+    W = torch.cholesky_inverse(L) - a @ a.T  # (n, n)
+    nll = 0.5 * (ys @ a.squeeze(1)) + L.diagonal().log().sum() + 0.5 * n * math.log(2 * math.pi)
+    dev = (theta - _log_prior_means(d)) / PRIOR_SD
+    grad = torch.empty_like(theta)
+    # dK/dlog l_k = signal * dm/dd2 * sq_k * (-2 / l_k^2)
+    grad[:d] = -(sq.reshape(n * n, d).T @ (W * dm_dd2).reshape(-1)) * inv_l2 * signal
+    grad[d] = 0.5 * signal * (W * m).sum()
+    grad[d + 1] = 0.5 * noise * W.diagonal().sum()
+    return (nll + 0.5 * dev.pow(2).sum()).item(), grad + dev / PRIOR_SD
 
 
 def fit_kernel(
@@ -135,6 +171,7 @@ def fit_kernel(
     """MAP kernel hyperparameters: L-BFGS-B from the prior mode and `restarts - 1` prior draws."""
     x = x.double()
     ys = _standardise(y.double())[0]
+    sq = sq_diffs(x)
     d = x.shape[1]
     bounds = [LOG_BOUNDS["lengthscale"]] * d + [LOG_BOUNDS["signal"], LOG_BOUNDS["noise"]]
     lo, hi = (torch.tensor(b, dtype=torch.float64) for b in zip(*bounds))
@@ -143,13 +180,11 @@ def fit_kernel(
     starts = [mode, *(mode + PRIOR_SD * draws).clamp(lo, hi)]
 
     def f(t: np.ndarray) -> tuple[float, np.ndarray]:
-        theta = torch.tensor(t, dtype=torch.float64, requires_grad=True)
         try:
-            loss = _neg_log_posterior(theta, x, ys)
+            value, grad = neg_log_posterior(torch.from_numpy(t), sq, ys)
         except GPError:
             return 1e10, np.zeros_like(t)
-        (g,) = torch.autograd.grad(loss, theta)
-        return loss.item(), g.numpy()
+        return value, grad.numpy()
 
     best_val, best = math.inf, mode
     for t0 in starts:
