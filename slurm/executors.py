@@ -176,13 +176,16 @@ def submit_array(
     over MaxArraySize). Returns the jobs in the order of `args_list`.
 
     Each array has its own parallelism limit, so with several chunks up to
-    chunks x array_parallelism tasks may run at once.
+    chunks x array_parallelism tasks may run at once. The local executor has no such limit:
+    it starts every task at once.
     """
     _check_int("max_array_size", max_array_size, 1)
     jobs: list[submitit.Job] = []
     for start in range(0, len(args_list), max_array_size):
         chunk = args_list[start : start + max_array_size]
-        with executor.batch():
+        # clean_env: submitted from inside a job (a driver job), the tasks must not inherit
+        # that job's SLURM_* variables (its GPUs, CPUs, task ids).
+        with submitit.helpers.clean_env(), executor.batch():
             chunk_jobs = [executor.submit(fn, *args) for args in chunk]
         jobs.extend(chunk_jobs)
     return jobs

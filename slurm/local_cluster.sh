@@ -115,7 +115,10 @@ TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
-SchedulerType=sched/backfill
+# The main scheduler only, every 2 s: a requeued job restarts as soon as its credential expired
+# (backfill, every 30 s, restarted such jobs late, and SLURM then sent them USR2 at once).
+SchedulerType=sched/builtin
+SchedulerParameters=sched_interval=2
 JobRequeue=1
 MailProg=/bin/true
 # Job ids stay unique across restarts (slurmctld -c forgets the last id; sacct remembers).
