@@ -37,11 +37,12 @@ def drive(
     searcher: Searcher,
     tells: int | None = None,
     parallel: int = 2,
-    loss: Callable[[Suggestion], float] = objective,
+    loss: Callable[[Suggestion], float | tuple[float, str]] = objective,
     queue: list[Suggestion] | None = None,
 ) -> list[Suggestion]:
     """Keep up to `parallel` trials in flight, telling the oldest first, until the searcher is
-    done or `tells` results were told; returns the suggestions asked."""
+    done or `tells` results were told; returns the suggestions asked. `loss` returns a value
+    or (value, status)."""
     queue, asked, told = list(queue or []), [], 0
     while not searcher.done and (tells is None or told < tells):
         while len(queue) < parallel and (s := searcher.ask()) is not None:
@@ -49,7 +50,9 @@ def drive(
             asked.append(s)
         assert queue, f"{searcher.name} stalls: ask() is None, nothing pending, not done"
         s = queue.pop(0)
-        searcher.tell(s.id, loss(s), epochs=s.budget or 1.0, seconds=0.25)
+        r = loss(s)
+        value, status = r if isinstance(r, tuple) else (r, "ok")
+        searcher.tell(s.id, value, status=status, epochs=s.budget or 1.0, seconds=0.25)
         told += 1
         assert told < 500, f"{searcher.name} does not end within its budget"
     return asked
@@ -110,15 +113,16 @@ def check_budget_ends(cls: type[Searcher], options: dict) -> None:
 
 
 def check_nan_results(cls: type[Searcher], options: dict) -> None:
-    def bad(s: Suggestion) -> float:
-        return math.nan if s.id % 3 == 1 else math.inf if s.id % 5 == 4 else objective(s)
+    def bad(s: Suggestion) -> tuple[float, str]:
+        if s.id % 3 == 1:
+            return math.nan, "ok"
+        if s.id % 4 == 2:  # a failed or diverged status with a number: the worst all the same
+            return -1.0, ("failed", "diverged")[s.id // 4 % 2]
+        return (math.inf if s.id % 5 == 4 else objective(s)), "ok"
 
     s = cls(SPACE, 0, budget=Budget(trials=12), **options)
     asked = drive(s, loss=bad, parallel=2)
-    a = s.ask()
-    if a is not None:  # "failed"/"diverged" statuses with a finite number count as the worst
-        s.tell(a.id, -1.0, status="diverged")
-    finite = [(bad(x), x.id) for x in asked if math.isfinite(bad(x))]
+    finite = [(v, x.id) for x in asked for v, st in [bad(x)] if math.isfinite(v) and st == "ok"]
     if finite:
         loss, i = min(finite)
         assert s.best == (i, s.trials[i].suggestion.params, loss)
