@@ -21,7 +21,8 @@ import pytest
 
 from slurm import Launch, ResumableJob, make_executor, on_checkpoint, submit_array
 
-pytestmark = pytest.mark.slurm
+# The time-limit job starts with the first test: its minute-long run overlaps the other tests.
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("time_limit_job")]
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 # One CPU and little memory per job so that two jobs fit the CI machine's node at once.
@@ -75,6 +76,18 @@ def timed_square(x: int, log: str, sleep_s: float) -> int:
     return x * x
 
 
+@pytest.fixture(scope="module")
+def time_limit_job(tmp_path_factory):
+    """A ResumableJob whose first run can only end by its 1-minute time limit: (job, run, logs)."""
+    tmp = tmp_path_factory.mktemp("time_limit")
+    # SLURM checks time limits every 30 s: a 45 s warning on a 1 min limit always comes first.
+    launch = dataclasses.replace(SMALL, timeout_min=1, signal_delay_s=45)
+    ex = make_executor(launch, tmp / "jobs")
+    # The first run would need 40 x 2 s; once requeued, 40 x 0.05 s.
+    job = ex.submit(ResumableJob(walk, str(tmp / "run"), 40, 0.05, 2.0))
+    return job, tmp / "run", tmp / "jobs"
+
+
 def _wait_for(predicate, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -126,17 +139,12 @@ def test_scontrol_requeue_resumes_from_the_jobs_own_checkpoint(tmp_path):
     assert not (run / "signalled").exists()
 
 
-def test_time_limit_checkpoints_requeues_and_finishes(tmp_path):
+def test_time_limit_checkpoints_requeues_and_finishes(tmp_path, time_limit_job):
+    job, run, jobs_folder = time_limit_job
     reference = walk(str(tmp_path / "reference"), steps=40, step_s=0.0)
-    run = tmp_path / "run"
-    # SLURM checks time limits every 30 s: a 45 s warning on a 1 min limit always comes first.
-    launch = dataclasses.replace(SMALL, timeout_min=1, signal_delay_s=45)
-    ex = make_executor(launch, tmp_path / "jobs")
-    # The first run would need 40 x 2 s: it can only end by its time limit.
-    job = ex.submit(ResumableJob(walk, str(run), 40, 0.05, 2.0))
     result = job.result()
     assert {k: result[k] for k in ("step", "value")} == {k: reference[k] for k in ("step", "value")}
     assert (run / "signalled").exists()  # submitit called ResumableJob.checkpoint
     (first, _), (resumed_at, restarts) = _starts(run)[:2]
     assert first == 0 and 0 < resumed_at < 40 and restarts == 1
-    assert "timed-out" in "".join(p.read_text() for p in (tmp_path / "jobs").glob("*_log.err"))
+    assert "timed-out" in "".join(p.read_text() for p in jobs_folder.glob("*_log.err"))
