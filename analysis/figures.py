@@ -105,10 +105,11 @@ def best_so_far(runs: pd.DataFrame, metrics: pd.DataFrame, title: str):
         if data.empty:
             _empty(ax, "finished runs")
         else:
-            # a common grid per method so seeds average into a band
+            # per method, the union of its seeds' observation points, so seeds average into a
+            # band and every real observation keeps its marker
             rows = []
             for method, g in data.groupby("method"):
-                grid = np.linspace(0, g[x].max(), 60)
+                grid = np.unique(g[x].values)
                 for seed, s in g.groupby("seed"):
                     s = s.sort_values(x)
                     idx = np.searchsorted(s[x].values, grid, side="right") - 1
@@ -118,8 +119,10 @@ def best_so_far(runs: pd.DataFrame, metrics: pd.DataFrame, title: str):
                                               "best val loss": vals}))
             grid_data = pd.concat(rows, ignore_index=True)
             sns.lineplot(data=grid_data, x=x, y="best val loss", hue="method",
-                         hue_order=_order(set(grid_data["method"])), errorbar="sd", ax=ax)
-        ax.set(xlabel="wall-clock seconds" if x == "wall_s" else "epochs",
+                         hue_order=_order(set(grid_data["method"])), errorbar="sd", ax=ax,
+                         marker="o", markersize=4, drawstyle="steps-post")
+        ax.set(xlabel="compute: seconds (a search: summed over its trials)" if x == "wall_s"
+               else "compute: epochs (a search: summed over its trials)",
                ylabel="best validation loss so far")
     fig.suptitle(title)
     fig.tight_layout()
