@@ -158,8 +158,13 @@ class _Layer(nn.Module):
         args = (pre, sw_hh, w_hh, *state)
         if _has_tangent(*args):
             hs, cs = _recurrence_autograd(*args)
-        else:
-            hs, cs = _Recurrence.apply(*args)[:2]
+            return hs[1:], (hs[-1], cs[-1])
+        # mixed precision: the recurrence in autocast's dtype, with autocast itself off (out=)
+        kind = x.device.type
+        amp = torch.is_autocast_enabled(kind)
+        dtype = torch.get_autocast_dtype(kind) if amp else pre.dtype
+        with torch.autocast(kind, enabled=False):
+            hs, cs = _Recurrence.apply(*(a.to(dtype) for a in args))[:2]
         return hs[1:], (hs[-1], cs[-1])
 
     def _plain(self, x: Tensor, state: State, mask: Tensor | None):

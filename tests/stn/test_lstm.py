@@ -186,3 +186,15 @@ def test_between_is_per_example_locked_dropout_in_training_only():
     assert not torch.allclose(y[:, 1:], clean[:, 1:])
     stn.eval()
     assert torch.equal(stn(x, h, between=rate)[0], stn(x, h)[0])
+
+
+def test_mixed_precision_runs_in_autocast_dtype():
+    x, h = torch.randn(T, B, IN), torch.randn(B, N)
+    stn = STNLSTM(IN, H, 2, N)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = stn(x, h, dropconnect=0.2)[0]
+        y_eval = stn.eval()(x, h)[0]
+    assert y.dtype == torch.bfloat16
+    assert torch.allclose(y_eval.float(), stn(x, h)[0], atol=2e-2)
+    y.float().square().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in stn.parameters() if p.grad is not None)
