@@ -76,6 +76,8 @@ class _Recurrence(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dhs, dcs, _dacts, _dhyp):
+        # c_t = f c_{t-1} + i g and h_t = o tanh(c_t), walked back from t = T-1; dh and dc
+        # carry the gradient w.r.t. h_t and c_t (direct use + through step t+1)
         sw, w, hs, cs, acts, hyp = ctx.saved_tensors
         T, B, G = acts.shape
         H = G // 4
@@ -112,11 +114,9 @@ def _recurrence_autograd(pre, sw, w, h0, c0):
     wt, hs, cs = w.t(), [h0], [c0]
     for pre_t in pre.unbind(0):  # unbind: its backward stacks once, no (T, B, 4H) per step
         a, b = (hs[-1] @ wt).split(G, dim=-1)
-        gates = torch.addcmul(pre_t + a, sw, b)
-        H = G // 4
-        i, f, o = gates[:, : 2 * H].sigmoid().chunk(2, dim=1) + (gates[:, 3 * H :].sigmoid(),)
-        cs.append(torch.addcmul(f * cs[-1], i, gates[:, 2 * H : 3 * H].tanh()))
-        hs.append(o * cs[-1].tanh())
+        i, f, g, o = torch.addcmul(pre_t + a, sw, b).split(G // 4, dim=-1)
+        cs.append(torch.addcmul(f.sigmoid() * cs[-1], i.sigmoid(), g.tanh()))
+        hs.append(o.sigmoid() * cs[-1].tanh())
     return torch.stack(hs), torch.stack(cs)
 
 
