@@ -6,12 +6,11 @@ comparison is on validation / test cross-entropy, as in the paper's CIFAR-10 col
 
 Budget rationale (measured on the 2-core test machine, one thread per process): one digits epoch
 (17 steps of 64) takes about 0.07 s in the fixed loop, 0.13 s with STN and 0.9 s with the
-linearised Delta-STN; every trial of the `local` launcher is a fresh process that spends about
-3.5 s CPU importing torch. A run is 20 epochs. Each search gets 180 epochs (9 full trials):
-fixed 1 trial, grid 3 x 3 = 9, random 9, BO 9, Hyperband (R = 20, eta = 3: 22 trials, 153
-epochs). Per seed that is ~51 processes (~180 s of imports) and ~720 epochs (~50 s), plus the
-two STN runs (~25 s): ~4 CPU-minutes, so 3 seeds take ~6-8 minutes on two cores, about 10 with
-polling and the BO model.
+linearised Delta-STN. A run is 20 epochs. Each search gets 180 epochs (9 full trials): fixed 1
+trial, grid 3 x 3 = 9, random 9, BO 9, Hyperband (R = 20, eta = 3: 22 trials, 153 epochs). All
+seven methods of one seed, in-process (`--launcher debug`), took ~38 s of CPU. The `local`
+launcher adds a fresh process per trial, ~3.5 s of CPU importing torch: ~51 per seed, ~180 s.
+Three seeds: ~11 CPU-minutes, about 6-8 minutes on two cores, ~10 with polling.
 """
 
 from __future__ import annotations

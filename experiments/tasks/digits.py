@@ -38,16 +38,18 @@ class DigitsTask:
     optimizer: str = "sgd"  # weights' optimiser: "sgd" | "adam"
     lr: float = 0.05  # weights' learning rate
     momentum: float = 0.9  # SGD momentum
-    dropout_max: float = 0.9  # upper end of every dropout range
-    wd_range: tuple[float, float] = (1e-6, 1e-1)  # weight decay range (log scale)
-    noise_max: float = 1.0  # upper end of the input-noise std range (pixels are in [0, 1])
+    # ranges: wide enough to over-regularise, narrow enough that a 20-epoch search is useful
+    dropout_max: float = 0.8  # upper end of each hidden layer's dropout range
+    input_dropout_max: float = 0.5  # upper end of the input dropout range (64 pixels only)
+    wd_range: tuple[float, float] = (1e-6, 1e-2)  # weight decay range (log scale)
+    noise_max: float = 0.5  # upper end of the input-noise std range (pixels are in [0, 1])
     init: Mapping[str, float] = field(default_factory=dict)  # initial values other than below
 
     def space(self) -> Space:
         """input_dropout, dropout1..L, weight_decay, input_noise; all start weakly regularised."""
         drops = [HParam(f"dropout{i + 1}", 0.0, self.dropout_max, 0.05) for i in range(self.layers)]
         space = Space.of(
-            HParam("input_dropout", 0.0, self.dropout_max, 0.05),
+            HParam("input_dropout", 0.0, self.input_dropout_max, 0.05),
             *drops,
             HParam("weight_decay", *self.wd_range, init=1e-4, log=True, perturb="batch"),
             HParam("input_noise", 0.0, self.noise_max, 0.05),
