@@ -1,6 +1,6 @@
 """digits-mlp: Table 2's comparison on CPU (not in the paper): every method on real data.
 
-An MLP (64 -> 128 -> 128 -> 10) on scikit-learn's 8x8 digits (1078 / 359 / 360 images), tuning
+An MLP (64 -> 128 -> 128 -> 10) on scikit-learn's 8x8 digits (1077 / 360 / 360 images), tuning
 input dropout, two hidden-layer dropouts, weight decay and input noise. Metric: accuracy; the
 comparison is on validation / test cross-entropy, as in the paper's CIFAR-10 columns.
 
