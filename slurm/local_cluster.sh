@@ -82,9 +82,10 @@ install_packages() {
     if [[ -z $(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -30 2>/dev/null) ]]; then
         apt-get update -qq
     fi
-    apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >"$STATE/apt.log" 2>&1 ||
-        fail_with_log "apt-get install failed" "$STATE/apt.log"
-    ((made_policy)) && rm -f "$policy"
+    local rc=0
+    apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >"$STATE/apt.log" 2>&1 || rc=$?
+    if ((made_policy)); then rm -f "$policy"; fi
+    ((rc == 0)) || fail_with_log "apt-get install failed" "$STATE/apt.log"
     say "installed ($((SECONDS - T0)) s)"
 }
 
@@ -256,6 +257,7 @@ stop_pid() { # stop_pid PID: SIGTERM, then SIGKILL after 15 s
 
 down() {
     local i d f pid
+    ((EUID == 0)) || die "run as root (the daemons run as root or munge)"
     if alive slurmctld; then # jobs would outlive slurmd under proctrack/linuxproc
         squeue -h -o %A 2>/dev/null | xargs -r scancel 2>/dev/null || true
     fi
