@@ -309,9 +309,12 @@ class _Recorder:
         if record["status"] == "interrupted":
             return record
         self.run.write_result(record)
+        # the result record, so that analysis.wandb_source rebuilds result.json from W&B
         self.mirror.summary(**{f"best_{k}": record.get(k) for k in
                                ("val_loss", "test_loss", "val_metric", "test_metric")},
-                            status=record["status"], epochs=record.get("epochs"))  # fmt: skip
+                            status=record["status"], epochs=record.get("epochs"),
+                            wall_s=record.get("wall_s"), metric_name=record.get("metric_name"),
+                            best_hparams=record.get("hparams"))  # fmt: skip
         if not keep_checkpoint:
             self.run.checkpoint_file.unlink(missing_ok=True)
         return self.run.read_result()
