@@ -198,14 +198,17 @@ def slurm_unreachable(timeout_s: float = 10.0) -> str | None:
     for cmd in ("sinfo", "sbatch", "srun", "sacct", "scontrol"):
         if shutil.which(cmd) is None:
             return f"no SLURM cluster: {cmd} is not installed ({hint})"
-    for cmd in (["sinfo", "-h", "-o", "%T"], ["sacct", "-n", "-X", "-j", "1"]):
+    # `scontrol ping` fails at once when slurmctld is down, where sinfo retries for ~10 s.
+    probes = (["scontrol", "ping"], ["sinfo", "-h", "-o", "%T"], ["sacct", "-n", "-X", "-j", "1"])
+    for cmd in probes:
         try:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             return f"no SLURM cluster: {cmd[0]} did not answer within {timeout_s:g} s ({hint})"
         if out.returncode != 0:
-            err = (out.stderr.strip().splitlines() or ["no message"])[-1]
-            return f"no SLURM cluster: {cmd[0]} failed: {err} ({hint})"
+            lines = (out.stderr + out.stdout).strip().splitlines()  # ping reports on stdout
+            err = lines[0] if lines else f"exit status {out.returncode}"
+            return f"no SLURM cluster: {' '.join(cmd[:2])} failed: {err} ({hint})"
         if cmd[0] == "sinfo":
             states = set(out.stdout.split())
             # A trailing `*` means the node does not respond; drained/down nodes take no jobs.
