@@ -1,0 +1,231 @@
+"""HPO efficiency on digits-mlp: best test loss against compute spent, for every method.
+
+Read from a run store (default `runs/`, what `make demo` writes; or a reduced sweep this
+benchmark runs itself with the experiments CLI when the store has no digits-mlp runs):
+
+- a single run (stn, delta-stn): its evaluation rows, each with the epochs trained and the
+  wall-clock seconds so far; the curve is the test loss at the best validation loss so far;
+- a search (fixed, grid, random, bo, hyperband): its trials in the order they finished (the
+  search journal's "tell" events, with the epochs and seconds each trial spent); the curve is
+  the test loss of the trial with the best validation loss so far, the same selection rule.
+
+Headline: for each baseline and seed, the compute STN needs to reach (at or below) the final test
+loss of that baseline, as a fraction of the compute the baseline spent (epochs and seconds; an
+STN epoch costs more than a plain one, so the seconds are the fairer axis). The median over the
+seeds where STN got there, and in how many it did.
+
+    python -m benchmarks.bench_hpo [--runs-dir runs] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks import common
+
+__all__ = ["curves", "headline", "render", "run"]
+
+EXPERIMENT = "digits-mlp"
+SINGLE = ("stn", "delta-stn")  # methods whose run is one training run, not a search
+Point = tuple[float, float, float]  # (epochs, seconds, test loss at the best validation loss)
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a crash
+                continue
+    return rows
+
+
+def _best_so_far(events: list[tuple[float, float, float, float]]) -> list[Point]:
+    """(epochs, seconds, val, test) in compute order -> curve points where the pick changes."""
+    out: list[Point] = []
+    best_val = math.inf
+    for epochs, seconds, val, test in events:
+        if _finite(val) and _finite(test) and val < best_val:
+            best_val = val
+            out.append((epochs, seconds, test))
+    return out
+
+
+def single_curve(run_dir: Path) -> tuple[list[Point], float, float]:
+    """A single run's curve from its eval rows; total epochs and seconds from its result."""
+    rows = [r for r in _read_rows(run_dir / "metrics.jsonl") if r.get("kind") == "eval"]
+    events = [(float(r.get("epoch", 0)), float(r.get("wall_s", 0)), r.get("val_loss"),
+               r.get("test_loss")) for r in rows]  # fmt: skip
+    res = json.loads((run_dir / "result.json").read_text())
+    total_e = float(res.get("epochs") or (events[-1][0] if events else 0.0))
+    total_s = float(res.get("wall_s") or (events[-1][1] if events else 0.0))
+    return _best_so_far(events), total_e, total_s
+
+
+def search_curve(seed_dir: Path) -> tuple[list[Point], float, float]:
+    """A search's curve over its trials in the order they finished; its total compute."""
+    tells = [e for e in _read_rows(seed_dir / "search_journal.jsonl") if e.get("event") == "tell"]
+    if not tells:  # no journal: trial order, each trial's own record
+        summary = json.loads((seed_dir / "search.json").read_text())
+        tells = [{"id": t["trial"], "epochs": t.get("epochs"), "seconds": t.get("wall_s")}
+                 for t in summary["trials"]]  # fmt: skip
+    events, epochs, seconds = [], 0.0, 0.0
+    for t in tells:
+        epochs += float(t.get("epochs") or 0.0)
+        seconds += float(t.get("seconds") or 0.0)
+        res_file = seed_dir / f"trial{t['id']}" / "result.json"
+        res = json.loads(res_file.read_text()) if res_file.exists() else {}
+        ok = res.get("status") == "ok"
+        events.append((epochs, seconds, res.get("val_loss") if ok else None, res.get("test_loss")))
+    return _best_so_far(events), epochs, seconds
+
+
+def curves(runs_dir: Path, experiment: str = EXPERIMENT) -> dict[str, dict[int, dict[str, Any]]]:
+    """{method: {seed: {"points": [(epochs, seconds, test)], "epochs", "seconds", "final"}}}."""
+    exp_dir = Path(runs_dir) / experiment
+    if not exp_dir.is_dir():
+        raise FileNotFoundError(f"no runs of {experiment} under {runs_dir}")
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for method_dir in sorted(p for p in exp_dir.iterdir() if p.is_dir()):
+        for seed_dir in sorted(method_dir.glob("seed*")):
+            if not seed_dir.name[4:].isdigit():
+                continue
+            if (seed_dir / "result.json").exists():
+                points, e, s = single_curve(seed_dir)
+            elif (seed_dir / "search.json").exists():
+                points, e, s = search_curve(seed_dir)
+            else:  # unfinished
+                continue
+            final = points[-1][2] if points else None
+            out.setdefault(method_dir.name, {})[int(seed_dir.name[4:])] = {
+                "points": points, "epochs": e, "seconds": s, "final": final}  # fmt: skip
+    if not out:
+        raise FileNotFoundError(f"no finished runs of {experiment} under {runs_dir}")
+    return out
+
+
+def _reach(points: list[Point], target: float) -> Point | None:
+    return next((p for p in points if p[2] <= target), None)
+
+
+def headline(c: dict[str, dict[int, dict[str, Any]]], method: str = "stn") -> dict[str, Any]:
+    """Per baseline: STN's compute to match its final test loss / the baseline's compute."""
+    out = {}
+    for base in sorted(m for m in c if m not in SINGLE):
+        fe, fs, n = [], [], 0
+        for seed, b in c[base].items():
+            s = c.get(method, {}).get(seed)
+            if s is None or b["final"] is None:
+                continue
+            n += 1
+            hit = _reach(s["points"], b["final"])
+            if hit is not None:
+                fe.append(hit[0] / b["epochs"] if b["epochs"] else math.nan)
+                fs.append(hit[1] / b["seconds"] if b["seconds"] else math.nan)
+        out[base] = {
+            "seeds": n,
+            "reached": len(fe),
+            "epochs_fraction": common.median(fe) if fe else None,
+            "seconds_fraction": common.median(fs) if fs else None,
+        }
+    return out
+
+
+def summary(c: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+    """Per method: mean final test loss and mean compute over its seeds."""
+    out = {}
+    for m, seeds in c.items():
+        finals = [r["final"] for r in seeds.values() if r["final"] is not None]
+        out[m] = {
+            "seeds": len(seeds),
+            "final_test_loss": sum(finals) / len(finals) if finals else None,
+            "epochs": sum(r["epochs"] for r in seeds.values()) / len(seeds),
+            "seconds": sum(r["seconds"] for r in seeds.values()) / len(seeds),
+        }
+    return out
+
+
+def reduced_sweep(runs_dir: Path, quick: bool) -> None:
+    """The smoke sweep of digits-mlp (every method, one seed), in-process (debug launcher);
+    the full mode trains longer: 4-epoch runs, 12 epochs per search."""
+    cmd = [sys.executable, "-m", "experiments", "run", EXPERIMENT, "--smoke",
+           "--launcher", "debug", "--runs-dir", str(runs_dir)]  # fmt: skip
+    if not quick:
+        for kv in ("task.epochs=4", "budget.epochs=12", "task.hidden=64"):
+            cmd += ["--set", kv]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the reduced sweep failed: {done.stderr.strip()[-800:]}")
+
+
+def run(quick: bool = False, runs_dir: str | Path = "runs") -> dict[str, Any]:
+    """HPO efficiency from `runs_dir` (or a reduced sweep when it has no digits-mlp runs)."""
+    source = Path(runs_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        if not (source / EXPERIMENT).is_dir():
+            source = Path(tmp)
+            reduced_sweep(source, quick)
+            label = "reduced sweep (smoke settings)" + ("" if quick else ", 4-epoch runs")
+        else:
+            label = f"run store {runs_dir}"
+        c = curves(source)
+    out = {"source": label, "experiment": EXPERIMENT, "methods": summary(c)}
+    out["stn_vs_baselines"] = headline(c, "stn") if "stn" in c else {}
+    out["delta_stn_vs_baselines"] = headline(c, "delta-stn") if "delta-stn" in c else {}
+    out["curves"] = {m: {str(k): r["points"] for k, r in seeds.items()} for m, seeds in c.items()}
+    return out
+
+
+def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_hpo")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--runs-dir", default="runs")
+    args = ap.parse_args(argv)
+    res = run(args.quick, args.runs_dir)
+    res.pop("curves")
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
+
+
+def render(r: dict[str, Any]) -> list[str]:
+    """Markdown tables: every method's final test loss and compute; the headline."""
+    f = common.fmt
+    lines = [
+        f"Source: {r['source']}.",
+        "",
+        "| method | seeds | final test loss | epochs | seconds |",
+        "|---|---|---|---|---|",
+    ]
+    for m, s in r["methods"].items():
+        lines.append(f"| {m} | {s['seeds']} | {f(s['final_test_loss'])} | {f(s['epochs'])} | "
+                     f"{f(s['seconds'])} |")  # fmt: skip
+    for key, who in (("stn_vs_baselines", "STN"), ("delta_stn_vs_baselines", "Delta-STN")):
+        if not r.get(key):
+            continue
+        lines += [
+            "",
+            f"Compute {who} needs to reach each baseline's final test loss, as a fraction of the "
+            "baseline's (median over the seeds where it does):",
+            "",
+            "| baseline | epochs fraction | seconds fraction | seeds reached |",
+            "|---|---|---|---|",
+        ]
+        for b, h in r[key].items():
+            lines.append(f"| {b} | {f(h['epochs_fraction'])} | {f(h['seconds_fraction'])} | "
+                         f"{h['reached']} / {h['seeds']} |")  # fmt: skip
+    return lines
