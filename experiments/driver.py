@@ -283,10 +283,10 @@ class Search:
         them; returns how many were submitted."""
         while len(self.inflight) < limit and self._may_ask():
             s = self.searcher.ask()
-            if s is None:
+            if s is None:  # with nothing in flight, nothing will ever come: the search ends
+                self._stalled = not self.inflight
                 break
             self.inflight[s.id] = None
-        self._stalled = not self.inflight
         self._journal()
         new = [t for t, job in self.inflight.items() if job is None]
         calls = []

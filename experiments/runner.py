@@ -12,11 +12,13 @@ finished runs and resumes the rest.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -241,7 +243,8 @@ def run_experiment(
     singles = sum(isinstance(u, SingleRun) for u in units)
     progress = Progress(f"{exp.name} runs", singles, bar=bar)
     try:
-        _drive(units, executor, exp.launch, exp.budget.parallel, progress)
+        with _local_threads(exp.launch):
+            _drive(units, executor, exp.launch, exp.budget.parallel, progress)
     except KeyboardInterrupt:
         if exp.launch.launcher == "local":  # its jobs would outlive us; SLURM's are re-attached
             for job in (j for u in units for j in u.inflight.values()):
@@ -289,6 +292,21 @@ def _drive(units: list, executor: Any, launch: Any, parallel: int, progress: Pro
             told += n
         if not told and any(u.inflight for u in units):
             time.sleep(driver.poll_interval(launch.launcher))
+
+
+@contextlib.contextmanager
+def _local_threads(launch: Any) -> Iterator[None]:
+    """Local jobs share this machine's cores: give each launch.cpus_per_task threads, as SLURM
+    would, instead of torch's default of all cores per process (`parallel` jobs would then
+    oversubscribe them). The jobs inherit the variable; a value set by the user is kept."""
+    if launch.launcher != "local" or "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    os.environ["OMP_NUM_THREADS"] = str(launch.cpus_per_task)
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_NUM_THREADS", None)
 
 
 def _array_parallelism(executor: Any, launch: Any, n: int) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from experiments.driver import JOURNAL, SUMMARY, run_search
+from experiments.driver import JOURNAL, SUMMARY, Search, run_search
 from experiments.spec import Budget, Experiment, SpecError, apply_overrides
 from experiments.store import RunDir
 from slurm.executors import Launch, make_executor
@@ -150,3 +150,12 @@ def test_endless_search_is_refused(tmp_path):
         check_searcher(toy_exp("budget.trials=none"), "random")
     with pytest.raises(SpecError, match="searchers.hyperband"):
         check_searcher(toy_exp(hyperband={"eta": 1}), "hyperband")
+
+
+def test_a_search_given_no_room_waits_instead_of_ending(tmp_path):
+    # local jobs share a cap: a search may get no slot in a round, which must not end it
+    exp = toy_exp()
+    s = Search(exp, "random", 0, tmp_path, objective=Toy(), launcher="debug")
+    executor = make_executor(exp.launch, tmp_path / ".submitit")
+    assert s.fill(executor, 0) == 0 and not s.inflight and not s.finished
+    assert s.fill(executor, 1) == 1 and not s.finished
