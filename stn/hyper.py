@@ -105,11 +105,19 @@ class HyperBatch:
 class Hyper(nn.Module):
     """Unconstrained hyperparameters and perturbation scales of one `Space`.
 
-    centred=True (Delta-STN): the STN layers see (u~ - u.detach()), exactly zero at the current
-    hyperparameters, so the network there is the ordinary weights alone.
+    What the STN layers see (`net_input`):
+    - default (the paper's STN): u~, the perturbed unconstrained values;
+    - anchored=True: u~ - u0, relative to the initial values u0 (a fixed buffer). The same family
+      of responses, with the input of order sigma: unconstrained values of small rates sit near
+      -3, and feeding them as they are gives the scaling weights gradients large enough to
+      diverge at the PTB LSTM's lr 30 (the PTB experiments use this);
+    - centred=True (Delta-STN): u~ - u.detach(), exactly zero at the current hyperparameters, so
+      the network there is the ordinary weights alone.
     """
 
-    def __init__(self, space: Space, sigma_init: float = 0.5, centred: bool = False):
+    def __init__(
+        self, space: Space, sigma_init: float = 0.5, centred: bool = False, anchored: bool = False
+    ):
         super().__init__()
         if not len(space):
             raise ValueError("Hyper needs a non-empty space")
@@ -117,6 +125,10 @@ class Hyper(nn.Module):
             raise ValueError(f"sigma_init must be > 0, got {sigma_init}")
         self.space, self.centred = space, centred
         self.raw = nn.Parameter(unconstrain(space, space.init()))
+        # u0, the origin of the layers' input (zero: the paper's input)
+        self.register_buffer(
+            "anchor", self.raw.detach().clone() if anchored else torch.zeros(len(space))
+        )
         self.raw_scale = nn.Parameter(torch.full((len(space),), _inv_softplus(sigma_init)))
         per_batch = [p.perturb == "batch" for p in space]
         self.register_buffer("per_batch", torch.tensor(per_batch), persistent=False)
@@ -136,7 +148,7 @@ class Hyper(nn.Module):
             eps = torch.randn(batch_size, n, device=self.raw.device)
             eps = torch.where(self.per_batch, eps[:1].expand_as(eps), eps)
             u = u + self.sigma() * eps
-        net_input = u - self.raw.detach() if self.centred else u
+        net_input = u - (self.raw.detach() if self.centred else self.anchor)
         return HyperBatch(self.space, constrain(self.space, u), net_input)
 
     def current(self) -> dict[str, float]:

@@ -73,6 +73,7 @@ class STNConfig:
     perturb_in_val: bool | None = None  # perturb in hyper steps; None: as tune_scales
     entropy_weight: float = 1e-3  # tau, weight of the perturbation's entropy
     sigma_init: float = 0.5  # initial perturbation scale (unconstrained units)
+    anchored: bool = False  # layers see u~ - u0 instead of u~ (stn.Hyper; the PTB experiments)
     delta: bool = False  # Delta-STN: centred input, V = 0 at start, split weight updates
     linearize: bool = False  # Delta-STN: train the response through its linearisation (jvp)
     evaluate_every: int = 1  # full val/test evaluation every this many epochs
@@ -357,7 +358,9 @@ class _Run:
         self.device = torch.device(cfg.device)
         ckpt.seed_everything(cfg.seed)  # model initialisation and perturbations follow the seed
         self.model = problem.build_model(len(problem.space)).to(self.device)
-        self.hyper = Hyper(problem.space, cfg.sigma_init, centred=cfg.delta).to(self.device)
+        self.hyper = Hyper(
+            problem.space, cfg.sigma_init, centred=cfg.delta, anchored=cfg.anchored
+        ).to(self.device)
         named = list(self.model.named_parameters())
         response = [p for n, p in named if _is_response(n)]
         ordinary = [p for n, p in named if not _is_response(n)]
