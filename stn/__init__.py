@@ -7,6 +7,10 @@ from .loop import STNConfig, STNResult, train
 from .lstm import STNLSTM
 from .space import HParam, Space, SpaceError
 
-__all__ = ["HParam", "Space", "SpaceError", "Hyper", "HyperBatch", "STNLinear"]
-__all__ += ["STNConfig", "STNResult", "train"]
-__all__ += ["STNConv2d", "STNEmbedding", "STNLSTM"]
+__all__ = [
+    "HParam", "Space", "SpaceError",  # the search-space vocabulary
+    "Hyper", "HyperBatch",  # hyperparameters in a network
+    "STNLinear", "STNConv2d", "STNEmbedding", "STNLSTM",  # STN layers
+    "augment", "regularizers",  # per-example regularisers (modules)
+    "STNConfig", "STNResult", "train",  # the STN / Delta-STN loop
+]  # fmt: skip
