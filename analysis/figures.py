@@ -1,16 +1,18 @@
 """Figures (seaborn on matplotlib), each saved as PNG and PDF.
 
 - `schedules`: hyperparameters over training, one panel per hyperparameter, a line per seed
-  (colour = method or initial value);
+  (colour = method, or the initial value on a sequential palette for ptb-schedule-init);
 - `best_so_far`: best validation loss so far against compute (wall-clock and epochs), mean and
   band over seeds, one line per method;
 - `final_hparams`: the final hyperparameters each method found, one panel per hyperparameter.
-Missing data is drawn as a note inside the axes instead of failing.
+A hyperparameter searched on a log scale (weight decay) gets a log axis (`log_hparams`).
+Missing data is drawn as a note inside the axes ("no data: ...") instead of failing.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import matplotlib
@@ -23,10 +25,14 @@ import seaborn as sns  # noqa: E402
 
 from .tables import _order  # noqa: E402
 
-__all__ = ["best_so_far", "final_hparams", "schedules", "save"]
+__all__ = ["best_so_far", "final_hparams", "log_hparams", "method_palette", "save", "schedules"]
+
+LOG_SPAN = 100.0  # positive values spanning this factor or more are shown on a log axis,
+SMALL, SMALL_SPAN = 0.01, 10.0  # and so are values all below SMALL spanning SMALL_SPAN or more
 
 
 def save(fig: plt.Figure, out: Path, name: str) -> list[Path]:
+    """`out/name.png` and `out/name.pdf`; closes the figure."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
     for p in paths:
@@ -35,8 +41,49 @@ def save(fig: plt.Figure, out: Path, name: str) -> list[Path]:
     return paths
 
 
+def log_hparams(*frames: pd.DataFrame) -> set[str]:
+    """Hyperparameters to draw on a log axis: all observed values (columns "hp.<name>" or
+    "hparams.<name>" of the frames) positive and spanning a factor of LOG_SPAN, or all below
+    SMALL and spanning SMALL_SPAN.
+
+    The run store does not record the search space's log flags, so they are read off the
+    values: a log-uniform search over decades (weight decay) spans them, while rates in [0, 1]
+    (dropout) do not stay below SMALL."""
+    values: dict[str, list[np.ndarray]] = {}
+    for df in frames:
+        for c in df.columns:
+            for prefix in ("hp.", "hparams."):
+                if c.startswith(prefix):
+                    v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
+                    values.setdefault(c[len(prefix) :], []).append(v[~np.isnan(v)])
+    out = set()
+    for name, parts in values.items():
+        v = np.concatenate(parts)
+        if len(v) and v.min() > 0:
+            span = v.max() / v.min()
+            if span >= LOG_SPAN or (v.max() < SMALL and span >= SMALL_SPAN):
+                out.add(name)
+    return out
+
+
+def method_palette(methods: Iterable[str], paper: dict | None = None) -> dict[str, tuple]:
+    """One colour per method, the same in every figure (order as in the tables)."""
+    order = _order(methods, paper)
+    colours = sns.color_palette("tab10" if len(order) <= 10 else "husl", len(order))
+    return dict(zip(order, colours))
+
+
+def _hue(seen: set[str], palette: Mapping[str, tuple] | None) -> tuple[list[str], dict | None]:
+    """The methods seen in the tables' order (the palette's; others after) and their colours."""
+    order = [m for m in palette or () if m in seen] + _order(seen - set(palette or ()))
+    if palette and set(order) <= set(palette):
+        return order, {m: palette[m] for m in order}
+    return order, dict(zip(order, sns.color_palette("tab10" if len(order) <= 10 else "husl",
+                                                    len(order))))  # fmt: skip
+
+
 def _grid(n: int, width: float = 3.6, height: float = 2.8):
-    cols = min(n, 4) or 1
+    cols = min(n, 3) or 1
     rows = max(1, math.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
     for ax in axes.flat[n:]:
@@ -46,24 +93,78 @@ def _grid(n: int, width: float = 3.6, height: float = 2.8):
 
 def _empty(ax, what: str) -> None:
     ax.text(0.5, 0.5, f"no data: {what}", ha="center", va="center", transform=ax.transAxes,
-            color="0.4")
+            color="0.4", wrap=True)  # fmt: skip
 
 
-def schedules(metrics: pd.DataFrame, hp_names: list[str], title: str, hue: str = "method"):
-    """Hyperparameter trajectories; `metrics` holds rows with columns "hparams.<name>"."""
-    fig, axes = _grid(max(len(hp_names), 1))
+def _missing_note(fig, expected: Iterable[str], present: Iterable[str]) -> None:
+    """Name the expected methods the figure has nothing of, so a gap is not read as a result."""
+    missing = _order(set(expected) - set(present))
+    if missing:
+        fig.text(0.5, 0.0, "no data: " + ", ".join(missing), ha="center", va="top",
+                 fontsize=9, color="0.35")  # fmt: skip
+
+
+def _y_axis(ax, name: str, log: set[str]) -> None:
+    """A log axis for log-scaled hyperparameters; else small values in scientific notation."""
+    if name in log:
+        ax.set_yscale("log")
+    else:
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useOffset=False)
+
+
+def _legend_right(fig, ax, title: str) -> None:
+    """The first panel's legend moved to the right of the figure (it covers no data there)."""
+    leg = ax.get_legend()
+    if leg is None:
+        return
+    handles, labels = leg.legend_handles, [t.get_text() for t in leg.get_texts()]
+    leg.remove()
+    fig.legend(handles, labels, title=title, loc="center left", bbox_to_anchor=(1.0, 0.5),
+               frameon=False)  # fmt: skip
+
+
+def _init_hue(data: pd.DataFrame, name: str, inits: Mapping[str, Mapping[str, float]]):
+    """For runs started from different initial values: a label per method ("0.05") and a
+    sequential palette from the lowest to the highest initial value."""
+    start = {m: float(v[name]) for m, v in inits.items() if name in v}
+    ordered = sorted(start, key=start.get)
+    labels = {m: f"{start[m]:g}" for m in ordered}
+    colours = sns.color_palette("viridis", len(ordered))
+    palette = {labels[m]: c for m, c in zip(ordered, colours)}
+    return data["method"].map(labels), [labels[m] for m in ordered], palette, start
+
+
+def schedules(metrics: pd.DataFrame, hp_names: list[str], title: str, hue: str = "method", *,
+              log: Iterable[str] = (), inits: Mapping[str, Mapping[str, float]] | None = None,
+              palette: Mapping[str, tuple] | None = None):  # fmt: skip
+    """Hyperparameter trajectories; `metrics` holds rows with columns "hparams.<name>".
+
+    inits: method -> initial values (the experiment's `stn_inits`): runs are coloured by their
+    initial value of each panel's hyperparameter, which is also marked at x = 0."""
+    n = max(len(hp_names), 1)
+    fig, axes = _grid(n, width=3.6 if n > 1 else 6.5, height=2.8 if n > 1 else 3.6)
     cols = [f"hparams.{n}" for n in hp_names]
-    have = metrics.dropna(subset=[c for c in cols if c in metrics], how="all") if len(
-        metrics) else metrics
-    x = "epoch" if "epoch" in have else "step"
-    for ax, name, col in zip(axes, hp_names or ["hyperparameters"], cols or ["-"]):
-        data = have[have[col].notna()] if col in have else have.iloc[0:0]
+    x = "epoch" if "epoch" in metrics else "step"
+    log, legend_title = set(log), hue
+    for i, (ax, name) in enumerate(zip(axes, hp_names or ["hyperparameters"])):
+        col = cols[i] if cols else "-"
+        data = metrics[metrics[col].notna()].copy() if col in metrics else metrics.iloc[0:0]
         if data.empty:
             _empty(ax, name)
         else:
-            sns.lineplot(data=data, x=x, y=col, hue=hue, units="seed", estimator=None, ax=ax,
-                         lw=1.0, hue_order=_order(set(data[hue])), legend=ax is axes[0])
-        ax.set(title=name, xlabel=x, ylabel="value")
+            data[col] = pd.to_numeric(data[col], errors="coerce")
+            if inits and any(name in v for v in inits.values()):
+                data["initial value"], order, pal, start = _init_hue(data, name, inits)
+                legend_title, h = f"initial {name}", "initial value"
+                ax.scatter([0] * len(start), [start[m] for m in start], marker="o",
+                           c=[pal[f"{v:g}"] for v in start.values()], s=18, zorder=3)  # fmt: skip
+            else:
+                order, pal, h = *_hue(set(data[hue]), palette), hue
+            sns.lineplot(data=data, x=x, y=col, hue=h, hue_order=order, palette=pal,
+                         units="seed", estimator=None, ax=ax, lw=1.0, legend=i == 0)  # fmt: skip
+            _y_axis(ax, name, log)
+        ax.set(title=name, xlabel=x, ylabel=name + (" (log scale)" if name in log else ""))
+    _legend_right(fig, axes[0], legend_title)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -73,76 +174,121 @@ def _curves(runs: pd.DataFrame, x: str) -> pd.DataFrame:
     """Per (method, seed): best validation loss so far against cumulative compute `x`.
 
     Trials of a search are taken in id order (the order the searcher proposed them); the
-    compute of a search is the sum over its trials. A single run contributes its end point."""
+    compute of a search is the sum over its trials."""
     out = []
     for (method, seed), g in runs.sort_values("trial", na_position="first").groupby(
-            ["method", "seed"], sort=False):
+        ["method", "seed"], sort=False
+    ):
         loss = g["val_loss"].where(g["status"] == "ok")
         best = loss.fillna(np.inf).cummin().replace(np.inf, np.nan)
         cost = g[x].fillna(0).cumsum()
         out.append(pd.DataFrame({"method": method, "seed": seed, x: cost.values,
-                                 "best val loss": best.values}))
+                                 "best val loss": best.values}))  # fmt: skip
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
-def best_so_far(runs: pd.DataFrame, metrics: pd.DataFrame, title: str):
-    """Best validation loss vs wall-clock seconds and vs epochs, mean and band over seeds.
+def _on_common_grid(data: pd.DataFrame, x: str) -> pd.DataFrame:
+    """Per method, every seed's step curve on the union of its seeds' observation points, so
+    that seeds average into a band and every real observation keeps its marker."""
+    rows = []
+    for method, g in data.groupby("method"):
+        grid = np.unique(g[x].values)
+        for seed, s in g.groupby("seed"):
+            s = s.sort_values(x)
+            idx = np.searchsorted(s[x].values, grid, side="right") - 1
+            vals = np.where(idx >= 0, s["best val loss"].values[np.clip(idx, 0, None)], np.nan)
+            rows.append(pd.DataFrame({"method": method, "seed": seed, x: grid,
+                                      "best val loss": vals}))  # fmt: skip
+    return pd.concat(rows, ignore_index=True)
 
-    Single runs (STN) contribute their evaluation curve from metrics.jsonl when it has
-    "val_loss" rows with "wall_s"/"epoch"; searches contribute one point per trial."""
+
+def _step_band(ax, g: pd.DataFrame, x: str, label: str, colour) -> None:
+    """Mean over seeds as a step line with a marker per observation, and a +-1 sd band (where
+    two or more seeds have a value) that follows the steps."""
+    wide = g.pivot_table(index=x, columns="seed", values="best val loss", dropna=False)
+    xs = wide.index.to_numpy(dtype=float)
+    mean = wide.mean(axis=1).to_numpy()  # NaN (a seed not observed yet) skipped
+    sd = wide.std(axis=1, ddof=1).to_numpy()  # NaN where fewer than two seeds have a value
+    ax.step(xs, mean, where="post", color=colour, lw=1.5, marker="o", ms=3.5, label=label)
+    ax.fill_between(xs, mean - sd, mean + sd, step="post", color=colour, alpha=0.2, lw=0)
+
+
+def best_so_far(
+    runs: pd.DataFrame,
+    metrics: pd.DataFrame,
+    title: str,
+    *,
+    expected: Iterable[str] = (),
+    palette: Mapping[str, tuple] | None = None,
+):
+    """Best validation loss vs wall-clock seconds and vs epochs, mean and band (sd) over seeds
+    (at a point before some seed's first observation, the mean of the seeds observed so far).
+
+    Single runs (STN, variants) contribute their evaluation curve from the metrics rows with
+    "val_loss" and "wall_s"/"epoch"; searches contribute one point per trial."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    single = runs[runs["trial"].isna()]
+    single, present = runs[runs["trial"].isna()], set()
     for ax, x, mx in [(axes[0], "wall_s", "wall_s"), (axes[1], "epochs", "epoch")]:
         parts = [_curves(runs[runs["trial"].notna()], x)]
         if len(metrics) and {"val_loss", mx} <= set(metrics):
             ev = metrics[metrics["trial"].isna() & metrics["val_loss"].notna()]
             ev = ev[ev["method"].isin(single["method"])]
             for (method, seed), g in ev.groupby(["method", "seed"]):
+                best = g["val_loss"].cummin().values
                 parts.append(pd.DataFrame({"method": method, "seed": seed, x: g[mx].values,
-                                           "best val loss": g["val_loss"].cummin().values}))
-        data = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(
-            len(p) for p in parts) else pd.DataFrame()
+                                           "best val loss": best}))  # fmt: skip
+        parts = [p for p in parts if len(p)]
+        data = pd.concat(parts, ignore_index=True).dropna(subset=["best val loss"]) if parts \
+            else pd.DataFrame()  # fmt: skip
         if data.empty:
-            _empty(ax, "finished runs")
+            _empty(ax, "no finished runs")
         else:
-            # per method, the union of its seeds' observation points, so seeds average into a
-            # band and every real observation keeps its marker
-            rows = []
-            for method, g in data.groupby("method"):
-                grid = np.unique(g[x].values)
-                for seed, s in g.groupby("seed"):
-                    s = s.sort_values(x)
-                    idx = np.searchsorted(s[x].values, grid, side="right") - 1
-                    vals = np.where(idx >= 0, s["best val loss"].values[np.clip(idx, 0, None)],
-                                    np.nan)
-                    rows.append(pd.DataFrame({"method": method, "seed": seed, x: grid,
-                                              "best val loss": vals}))
-            grid_data = pd.concat(rows, ignore_index=True)
-            sns.lineplot(data=grid_data, x=x, y="best val loss", hue="method",
-                         hue_order=_order(set(grid_data["method"])), errorbar="sd", ax=ax,
-                         marker="o", markersize=4, drawstyle="steps-post")
+            grid = _on_common_grid(data, x)
+            order, colours = _hue(set(grid["method"]), palette)
+            for method in order:
+                _step_band(ax, grid[grid["method"] == method], x, method, colours[method])
+            present |= set(order)
         ax.set(xlabel="compute: seconds (a search: summed over its trials)" if x == "wall_s"
                else "compute: epochs (a search: summed over its trials)",
-               ylabel="best validation loss so far")
+               ylabel="best validation loss so far",
+               title="against wall-clock time" if x == "wall_s" else "against epochs")  # fmt: skip
+    if present:
+        axes[0].legend(title="method")
+        _legend_right(fig, axes[0], "method")
     fig.suptitle(title)
     fig.tight_layout()
+    _missing_note(fig, expected, present)
     return fig
 
 
-def final_hparams(finals: pd.DataFrame, title: str):
-    """The hyperparameters each method ended with, one point per seed."""
+def final_hparams(
+    finals: pd.DataFrame,
+    title: str,
+    *,
+    log: Iterable[str] = (),
+    expected: Iterable[str] = (),
+    palette: Mapping[str, tuple] | None = None,
+):
+    """The hyperparameters each method ended with (a search: its selected trial), one point per
+    seed, one panel per hyperparameter."""
     cols = sorted(c for c in finals.columns if c.startswith("hp."))
-    fig, axes = _grid(max(len(cols), 1), width=3.2, height=2.6)
+    finals = finals[finals["status"] == "ok"] if len(finals) else finals
+    log = set(log)
+    fig, axes = _grid(max(len(cols), 1), width=3.4, height=3.0)
     for ax, col in zip(axes, cols or ["-"]):
+        name = col[3:] if col != "-" else "hyperparameters"
         data = finals[finals[col].notna()] if col in finals else finals.iloc[0:0]
         if data.empty:
-            _empty(ax, col)
+            _empty(ax, name)
         else:
-            sns.stripplot(data=data, x="method", y=col, order=_order(set(data["method"])),
-                          ax=ax, size=5)
+            order, pal = _hue(set(data["method"]), palette)
+            sns.stripplot(data=data, x="method", y=col, order=order, hue="method",
+                          hue_order=order, palette=pal, legend=False, ax=ax, size=5,
+                          jitter=0.15)  # fmt: skip
             ax.tick_params(axis="x", rotation=45)
-        ax.set(title=col[3:] if col != "-" else "hyperparameters", xlabel="method",
-               ylabel="value")
+            _y_axis(ax, name, log)
+        ax.set(title=name, xlabel="method", ylabel=name + (" (log scale)" if name in log else ""))
     fig.suptitle(title)
     fig.tight_layout()
+    _missing_note(fig, expected, set(finals["method"]) if len(finals) else ())
     return fig

@@ -1,59 +1,95 @@
-"""`python -m analysis report NAME`: the tables and figures of one experiment from its runs."""
+"""`python -m analysis report NAME`: the tables and figures of one experiment from its runs.
+
+    python -m analysis report digits-mlp [--runs-dir runs] [--out results/digits-mlp]
+    python -m analysis report digits-mlp --source wandb --wandb-dir runs/digits-mlp  # offline
+    python -m analysis report digits-mlp --source wandb --wandb-path my-team/digits-mlp
+
+Writes table.md, table.tex, table.csv and the figures (PNG and PDF) into --out.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from . import figures
-from .load import StoreError, final_rows, load_metrics, load_runs
+from .load import StoreError, final_rows, load_local, load_metrics, load_spec
 from .tables import paper_numbers, summary_table, to_latex, to_markdown
 
 __all__ = ["build_report", "main"]
 
-
-def _expected(runs: pd.DataFrame) -> tuple[list[str], list[int], dict]:
-    """Methods and seeds the experiment asked for, from the first spec.json that names them."""
-    for path in runs["path"]:
-        try:
-            spec = json.loads((Path(path) / "spec.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        exp = spec.get("experiment") if isinstance(spec.get("experiment"), dict) else spec
-        methods, seeds = exp.get("methods"), exp.get("seeds")
-        if methods and seeds:
-            variants = list((exp.get("variants") or {}).keys())
-            return list(methods) + [v for v in variants if v not in methods], list(seeds), exp
-    return [], [], {}
+NOTE = ("mean ± std over seeds (finished seeds / seeds asked for); a search's entry is its trial "
+        "with the lowest validation loss; budget: epochs and {hours} summed over a search's "
+        "trials, mean over seeds; n/a: no finished run.")  # fmt: skip
 
 
-def build_report(runs: pd.DataFrame, experiment: str, out: Path) -> dict[str, Path]:
-    """Write table.{md,tex,csv} and the figures (PNG + PDF) into `out`; return the paths."""
+def _expected(spec: dict[str, Any]) -> tuple[list[str], list[int]]:
+    """Methods (with the Table 1 variants) and seeds the experiment asked for."""
+    methods, seeds = list(spec.get("methods") or []), list(spec.get("seeds") or [])
+    variants = [v for v in (spec.get("variants") or {}) if v not in methods]
+    return methods + variants, seeds
+
+
+def _devices(spec: dict[str, Any]) -> tuple[str, float]:
+    """What a run holds (GPUs, else CPU cores), from the spec's launch settings."""
+    launch = spec.get("launch") or {}
+    gpus = launch.get("gpus_per_node") or 0
+    return ("GPU", float(gpus)) if gpus else ("CPU", float(launch.get("cpus_per_task") or 1))
+
+
+def build_report(runs: pd.DataFrame, experiment: str, out: Path, *,
+                 metrics: pd.DataFrame | None = None,
+                 spec: dict[str, Any] | None = None) -> dict[str, Path]:  # fmt: skip
+    """Write table.{md,tex,csv} and the figures (PNG + PDF) into `out`; return the paths.
+
+    metrics, spec: the single runs' metrics rows and the experiment's spec (`analysis.load.
+    Loaded`); read from the run folders named in runs["path"] when not given."""
+    from . import figures  # matplotlib and seaborn take seconds to import: only when drawing
+
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    spec = load_spec(runs) if spec is None else spec
+    metrics = load_metrics(runs[runs["trial"].isna()]) if metrics is None else metrics
     finals = final_rows(runs)
-    methods, seeds, _ = _expected(runs)
+    methods, seeds = _expected(spec)
     paper = paper_numbers(experiment)
-    table = summary_table(finals, methods, seeds, paper)
+    device, per_run = _devices(spec)
+    table = summary_table(finals, methods, seeds, paper, device=device, devices_per_run=per_run)
     metric = next((m for m in runs["metric_name"].dropna()), "metric")
-    written = {"table.md": out / "table.md", "table.tex": out / "table.tex",
-               "table.csv": out / "table.csv"}
+    written = {name: out / name for name in ("table.md", "table.tex", "table.csv")}
     header = f"# {experiment}\n\n" + (f"Paper: {paper['source']}\n\n" if "source" in paper else "")
-    written["table.md"].write_text(header + to_markdown(table, metric))
+    note = "\n" + NOTE.format(hours=table.attrs["hours"]) + "\n"
+    written["table.md"].write_text(header + to_markdown(table, metric) + note)
     written["table.tex"].write_text(to_latex(table, metric))
     table.to_csv(written["table.csv"], index=False)
 
-    metrics = load_metrics(runs[runs["trial"].isna()])
     hp_names = sorted(c[3:] for c in finals.columns if c.startswith("hp."))
+    log = figures.log_hparams(runs, metrics)
+    palette = figures.method_palette(set(runs["method"]) | set(methods), paper)
+    inits = spec.get("stn_inits") or None
     figs = {
-        "schedules": figures.schedules(metrics, hp_names, f"{experiment}: hyperparameter "
-                                       "schedules"),
-        "best_so_far": figures.best_so_far(runs, metrics, f"{experiment}: best validation loss"),
-        "final_hparams": figures.final_hparams(finals, f"{experiment}: final hyperparameters"),
+        "schedules": figures.schedules(
+            metrics,
+            hp_names,
+            f"{experiment}: hyperparameter schedules (one line per seed)",
+            log=log,
+            inits=inits,
+            palette=palette,
+        ),
+        "best_so_far": figures.best_so_far(
+            runs, metrics, f"{experiment}: best validation loss", expected=methods, palette=palette
+        ),
+        "final_hparams": figures.final_hparams(
+            finals,
+            f"{experiment}: final hyperparameters (a search: its selected trial)",
+            log=log,
+            expected=methods,
+            palette=palette,
+        ),
     }
     for name, fig in figs.items():
         png, _pdf = figures.save(fig, out, name)
@@ -61,27 +97,37 @@ def build_report(runs: pd.DataFrame, experiment: str, out: Path) -> dict[str, Pa
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m analysis", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     sub = ap.add_subparsers(dest="cmd", required=True)
     rep = sub.add_parser("report", help="tables and figures of one experiment")
-    rep.add_argument("name")
-    rep.add_argument("--runs-dir", default="runs")
+    rep.add_argument("name", help="the experiment, e.g. digits-mlp")
+    rep.add_argument("--runs-dir", default="runs", help="the run store (default: runs)")
     rep.add_argument("--out", default=None, help="default: results/NAME")
     rep.add_argument("--source", choices=["local", "wandb"], default="local")
+    rep.add_argument("--wandb-dir", default=None,
+                     help="--source wandb, offline: a folder holding the runs' wandb/offline-run-* "
+                          "folders (e.g. the run store); searched recursively")  # fmt: skip
     rep.add_argument("--wandb-path", default=None,
-                     help="ENTITY/PROJECT for --source wandb (default: the experiment's name)")
-    args = ap.parse_args(argv)
+                     help="--source wandb, online: ENTITY/PROJECT (default: the experiment's "
+                          "name as the project)")  # fmt: skip
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     t0 = time.perf_counter()
+    out = Path(args.out or f"results/{args.name}")
     try:
         if args.source == "wandb":
-            from .wandb_source import load_runs_wandb
+            from .wandb_source import load_wandb
 
-            runs = load_runs_wandb(args.wandb_path or args.name, args.name,
-                                   cache=Path(args.out or f"results/{args.name}") / "wandb-cache")
+            loaded = load_wandb(args.name, wandb_dir=args.wandb_dir, path=args.wandb_path)
         else:
-            runs = load_runs(args.runs_dir, args.name)
-        written = build_report(runs, args.name, Path(args.out or f"results/{args.name}"))
+            loaded = load_local(args.runs_dir, args.name)
+        written = build_report(loaded.runs, args.name, out, metrics=loaded.metrics,
+                               spec=loaded.spec)  # fmt: skip
     except StoreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

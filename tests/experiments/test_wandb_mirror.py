@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import struct
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from analysis.wandb_source import read_records  # the .wandb file decoder
 from experiments import wandb_mirror
 from experiments.wandb_mirror import Mirror, run_id_for
 
@@ -39,26 +39,6 @@ def kwargs(tmp_path: Path, **over) -> dict:
         dir=tmp_path / "run",
         **over,
     )
-
-
-def read_records(path: Path):
-    """Decode a .wandb file: a 7-byte header, then LevelDB-log records of 32 KiB blocks
-    (crc32, length, type) holding wandb_internal Record protobufs."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    raw, block, pos, buf = path.read_bytes(), 32768, 7, b""
-    assert raw[:4] == b":W&B"
-    while pos + 7 <= len(raw):
-        if block - pos % block < 7:  # a block's tail too short for a header is padding
-            pos += block - pos % block
-            continue
-        _crc, n, kind = struct.unpack("<IHB", raw[pos : pos + 7])
-        buf, pos = buf + raw[pos + 7 : pos + 7 + n], pos + 7 + n
-        if kind in (1, 4):  # FULL or LAST piece of a record
-            record = pb.Record()
-            record.ParseFromString(buf)
-            buf = b""
-            yield record
 
 
 def key(item) -> str:

@@ -1,0 +1,135 @@
+"""The report of a real smoke run store: table entries against a direct computation from the
+result.json files, the three table formats, and every figure rendered with labelled axes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from analysis import figures
+from analysis.load import final_rows, load_local
+from analysis.report import main
+
+
+@pytest.fixture(scope="session")
+def report(smoke, tmp_path_factory) -> Path:
+    """The report of the smoke store, written by the CLI's main."""
+    out = tmp_path_factory.mktemp("report")
+    assert main(["report", smoke.experiment, "--runs-dir", str(smoke.runs), "--out", str(out)]) == 0
+    return out
+
+
+def selected_results(exp_dir: Path) -> dict[tuple[str, int], dict]:
+    """Per (method, seed), straight from the files: the finished result with the lowest
+    validation loss (a search's selected trial; a single run's own result), with its trial."""
+    out: dict[tuple[str, int], dict] = {}
+    for path in sorted(exp_dir.rglob("result.json")):
+        method, seed_dir, *trial = path.relative_to(exp_dir).parts[:-1]
+        rec = json.loads(path.read_text()) | {"trial": int(trial[0][5:]) if trial else None}
+        key = (method, int(seed_dir[4:]))
+        if rec["status"] == "ok" and (key not in out or rec["val_loss"] < out[key]["val_loss"]):
+            out[key] = rec
+    return out
+
+
+def spent_epochs(exp_dir: Path, method: str, seed: int) -> float:
+    """Epochs of a method's seed: its run's, or the sum over a search's trials."""
+    return sum(json.loads(p.read_text())["epochs"]
+               for p in (exp_dir / method / f"seed{seed}").rglob("result.json"))  # fmt: skip
+
+
+def read_csv(path: Path) -> dict[str, dict[str, str]]:
+    with open(path) as f:
+        return {row["method"]: row for row in csv.DictReader(f)}
+
+
+def test_table_entries_equal_a_direct_computation(smoke, report):
+    exp_dir, methods, seeds = smoke.runs / smoke.experiment, smoke.methods, smoke.seeds
+    chosen = selected_results(exp_dir)
+    assert set(chosen) == {(m, s) for m in methods for s in seeds}
+    table = read_csv(report / "table.csv")
+    md = (report / "table.md").read_text()
+    for method in methods:
+        row = table[method]
+        assert (int(row["n"]), int(row["n_expected"])) == (len(seeds), len(seeds))
+        for col in ("val_loss", "test_loss", "val_metric", "test_metric"):
+            vals = [chosen[(method, s)][col] for s in seeds]
+            mean, std = statistics.mean(vals), statistics.stdev(vals)
+            assert float(row[f"{col}_mean"]) == pytest.approx(mean, rel=1e-12)
+            assert float(row[f"{col}_std"]) == pytest.approx(std, rel=1e-12)
+            assert f"{mean:.3f} ± {std:.3f}" in md.split(f"| {method} |")[1].split("\n")[0]
+        spent = statistics.mean(spent_epochs(exp_dir, method, s) for s in seeds)
+        assert float(row["budget_epochs"]) == pytest.approx(spent)
+    # a search's entry is the trial its own summary selected
+    for seed in seeds:
+        summary = json.loads((exp_dir / "random" / f"seed{seed}" / "search.json").read_text())
+        assert summary["best"]["trial"] == chosen[("random", seed)]["trial"]
+        assert summary["best"]["val_loss"] == chosen[("random", seed)]["val_loss"]
+
+
+def test_markdown_latex_and_csv_agree(smoke, report):
+    md = [line for line in (report / "table.md").read_text().splitlines() if line.startswith("|")]
+    tex = (report / "table.tex").read_text()
+    table = read_csv(report / "table.csv")
+    header = [c.strip() for c in md[0].strip("|").split("|")]
+    assert header[:7] == ["method", "val loss", "test loss", "val accuracy", "test accuracy",
+                          "seeds", "epochs spent"]  # fmt: skip
+    rows = {cells[0]: cells for cells in
+            ([c.strip() for c in line.strip("|").split("|")] for line in md[2:])}  # fmt: skip
+    assert list(rows) == list(table)  # the same methods in the same order
+    assert tex.startswith(r"\begin{tabular}") and tex.rstrip().endswith(r"\end{tabular}")
+    for method, cells in rows.items():
+        tex_line = next(line for line in tex.splitlines() if line.startswith(method + " &"))
+        tex_cells = [c.strip().replace(r"$\pm$", "±") for c in tex_line[:-3].split("&")]
+        assert tex_cells == cells, method
+        if table[method]["n"] == "0":  # asked for (the spec's methods) but not run
+            assert cells[1] == "n/a" and cells[5] == f"0/{len(smoke.seeds)}"
+
+
+def test_every_figure_renders_with_labelled_axes(smoke, tmp_path):
+    loaded = load_local(smoke.runs, smoke.experiment)
+    finals = final_rows(loaded.runs)
+    hp = sorted(c[3:] for c in finals.columns if c.startswith("hp."))
+    log = figures.log_hparams(loaded.runs, loaded.metrics)
+    figs = {
+        "schedules": figures.schedules(loaded.metrics, hp, "schedules", log=log),
+        "best_so_far": figures.best_so_far(loaded.runs, loaded.metrics, "best so far"),
+        "final_hparams": figures.final_hparams(finals, "final", log={"weight_decay"}),
+    }
+    for name, fig in figs.items():
+        axes = [ax for ax in fig.axes if ax.get_visible()]
+        assert axes and fig.get_suptitle(), name
+        for ax in axes:
+            assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title(), (name, ax)
+            assert ax.has_data(), (name, ax.get_title())
+        png = figures.save(fig, tmp_path, name)[0]
+        assert png.stat().st_size > 10_000
+        h, w, _ = matplotlib.image.imread(png).shape
+        assert h > 300 and w > 600, (name, h, w)
+        assert png.with_suffix(".pdf").stat().st_size > 1_000
+    panels = {ax.get_title(): ax for ax in figs["final_hparams"].axes}
+    assert set(panels) >= set(hp)
+    assert panels["weight_decay"].get_yscale() == "log"
+    assert panels["dropout1"].get_yscale() == "linear"
+
+
+def test_report_writes_every_file(report):
+    for name in ("table.md", "table.tex", "table.csv"):
+        assert (report / name).stat().st_size > 100
+    for name in ("schedules", "best_so_far", "final_hparams"):
+        assert (report / f"{name}.png").stat().st_size > 10_000
+        assert (report / f"{name}.pdf").stat().st_size > 1_000
+
+
+def test_log_axis_is_read_off_the_values():
+    import pandas as pd
+
+    df = pd.DataFrame({"hp.weight_decay": [1e-6, 3e-4, 0.05], "hp.dropout": [0.0, 0.3, 0.9],
+                       "hp.keep": [0.05, 0.5, 0.9], "hparams.small": [2e-5, 1e-4, 4e-4],
+                       "hp.lr": [0.01, 0.02, 0.05]})  # fmt: skip
+    assert figures.log_hparams(df) == {"weight_decay", "small"}
