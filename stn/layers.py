@@ -5,8 +5,11 @@
 Each layer takes `(x, h)` with h the (B, n_hyper) `HyperBatch.net_input`. With n_hyper=0 (or
 h=None) a layer computes exactly its plain PyTorch counterpart, so one model definition serves
 STN and the fixed-hyperparameter baselines. V ~ N(0, 0.01^2), or zero with
-`zero_init_scaling=True` (Delta-STN). Both weight paths run as one matmul / conv on the
-concatenated weights; the result is split and the hyper half scaled per example.
+`zero_init_scaling=True` (Delta-STN). The two weight paths run as two matmuls / convs on the
+parameters themselves: one matmul on the concatenated [W_elem; W_hyper] measured slower at every
+size tried (CPU, batch 64..2800, 128..10000 units; benchmarks/bench_stn_cost.py), because the
+concatenation copies both weights every forward (and its gradient is split again) while the
+halves of its output are strided views that the elementwise ops then gather.
 """
 
 from __future__ import annotations
@@ -89,8 +92,7 @@ class STNLinear(nn.Linear):
         if not self.n_hyper or h is None:
             return F.linear(x, self.weight, self.bias)
         s_w, s_b = self.scaling(h).chunk(2, dim=-1)  # (B, out) each
-        # one fused matmul for both paths: x @ [W_elem; W_hyper]^T -> (..., B, 2 * out)
-        out, hyp = F.linear(x, torch.cat([self.weight, self.hyper_weight])).chunk(2, dim=-1)
+        out, hyp = F.linear(x, self.weight), F.linear(x, self.hyper_weight)  # (..., B, out)
         if self.bias is not None:
             out = out + (self.bias + s_b * self.hyper_bias)  # one (B, out) bias per example
         return torch.addcmul(out, s_w, hyp)
@@ -128,9 +130,8 @@ class STNConv2d(nn.Conv2d):
         if not self.n_hyper or h is None:
             return self._conv_forward(x, self.weight, self.bias)
         s_w, s_b = self.scaling(h)[:, :, None, None].chunk(2, dim=1)  # (B, out, 1, 1) each
-        # one conv with 2 * out channels: [W_elem; W_hyper] -> (B, 2 * out, H', W')
-        both = self._conv_forward(x, torch.cat([self.weight, self.hyper_weight]), None)
-        out, hyp = both.chunk(2, dim=1)
+        out = self._conv_forward(x, self.weight, None)  # (B, out, H', W')
+        hyp = self._conv_forward(x, self.hyper_weight, None)
         if self.bias is not None:
             out = out + (self.bias[:, None, None] + s_b * self.hyper_bias[:, None, None])
         return torch.addcmul(out, s_w, hyp)
