@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,15 +156,64 @@ def test_run_folders_of_another_spec_are_not_reused(tmp_path):
     assert len(more[("random", 0)]["trials"]) == 4
 
 
-def test_local_launcher_runs_jobs_in_subprocesses(tmp_path):
-    exp = apply_overrides(toy_exp("local"), ["budget.trials=2", "seeds=0"])
-    out = run_experiment(exp, ["stn", "random"], runs_dir=tmp_path, objectives=OBJECTIVES)
-    assert out[("stn", 0)]["status"] == "ok"
-    summary = json.loads((tmp_path / "toy/random/seed0/search.json").read_text())
-    assert [t["status"] for t in summary["trials"]] == ["ok", "ok"]
-    assert math.isfinite(summary["best"]["val_loss"])
-    logs = list((tmp_path / "toy" / ".submitit").glob("*_log.out"))
-    assert len(logs) == 3  # one process per job
+# --- the real experiments' smoke variants --------------------------------------------------
+
+# Through `local` each job is a fresh process (~2-3 s of imports), so there one or two methods
+# per experiment, together covering a variant, extra STN starts and searches (the CLI test
+# runs digits STN through `local`).
+LOCAL_METHODS = {
+    "digits-mlp": ["fixed"],
+    "cifar10-alexnet": ["random"],
+    "ptb-lstm": ["random"],
+    "ptb-output-dropout": ["fixed-68"],
+    "ptb-schedule-init": ["stn-init05"],
+}
+
+
+@pytest.fixture(scope="module")
+def data_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Small CIFAR-10 and PTB files in the real formats (experiments.data.synthetic)."""
+    from experiments.data.synthetic import write_cifar10, write_ptb
+
+    root = tmp_path_factory.mktemp("data")
+    return {"cifar10": write_cifar10(root / "cifar10", n_train=100, n_test=20),
+            "ptb": write_ptb(root / "ptb", n_lines=60, vocab=50)}  # fmt: skip
+
+
+def smoke_overrides(name: str, data_dirs: dict[str, Path]) -> list[str]:
+    for prefix, folder in data_dirs.items():
+        if name.startswith(prefix):
+            return [f"task.data_dir={folder}"]
+    return []
+
+
+def check_complete(folder: Path) -> None:
+    """A finished run folder: spec.json, metrics rows with hyperparameters, result.json ok."""
+    run = RunDir(folder)
+    assert run.read_spec()["experiment"]["name"] and run.read_result()["status"] == "ok", folder
+    rows = list(run.metrics())
+    assert rows and any("hparams" in r for r in rows), folder
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("launcher", ["debug", "local"])
+@pytest.mark.parametrize("name", list(LOCAL_METHODS))
+def test_every_smoke_variant_runs(tmp_path, data_dirs, name, launcher):
+    from experiments.registry import get
+
+    methods = None if launcher == "debug" else LOCAL_METHODS[name]
+    overrides = smoke_overrides(name, data_dirs) + ["budget.trials=1"] * (launcher == "local")
+    out = run_experiment(get(name), methods, None, tmp_path, launcher=launcher, smoke=True,
+                         overrides=overrides, bar=False)  # fmt: skip
+    assert {m for m, _ in out} == set(methods or get(name).methods)
+    for (method, seed), rec in out.items():
+        folder = tmp_path / name / method / f"seed{seed}"
+        if "trials" in rec:  # a search: every trial finished, the best one selected
+            assert rec["finished"] and rec["best"] is not None, rec
+            for t in rec["trials"]:
+                check_complete(folder / f"trial{t['trial']}")
+        else:
+            check_complete(folder)
 
 
 SMALL = Launch(launcher="slurm", cpus_per_task=1, mem_gb=0.25, timeout_min=5, signal_delay_s=30)
