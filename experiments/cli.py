@@ -111,9 +111,10 @@ def _cmd_run(args: argparse.Namespace) -> None:
     print(_results_table(results))
     offline = wandb_offline_dirs(args.runs_dir, args.name)
     if offline and args.wandb in (None, "offline"):
+        where = args.runs_dir / args.name
         print(
-            f"W&B runs were logged offline; upload them with:\n  wandb sync "
-            f"{args.runs_dir / args.name}/*/seed*/**/wandb/offline-run-*"
+            f"{len(offline)} W&B runs were logged offline; upload them with:\n"
+            f"  wandb sync $(find {where} -type d -name 'offline-run-*')"
         )
 
 
@@ -128,9 +129,8 @@ def _results_table(results: dict[tuple[str, int], dict[str, Any]]) -> str:
 
 
 def _num(x: Any) -> str:
-    return (
-        f"{x:>10.4f}" if isinstance(x, (int, float)) and not isinstance(x, bool) else f"{'-':>10}"
-    )
+    number = isinstance(x, (int, float)) and not isinstance(x, bool)
+    return f"{x:>10.4f}" if number else f"{'-':>10}"
 
 
 def _cmd_status(args: argparse.Namespace) -> None:

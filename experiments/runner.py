@@ -324,10 +324,8 @@ def _run_line(u: SingleRun) -> str:
 
 
 def _default_objectives() -> dict[str, Callable[..., dict]]:
-    try:
-        from .objective import run_stn, run_trial
-    except ImportError:  # TODO(framework): drop once experiments.objective lands
-        return {}
+    from .objective import run_stn, run_trial
+
     return {"stn": run_stn, "trial": run_trial}
 
 

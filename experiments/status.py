@@ -42,7 +42,7 @@ def _run_state(folder: Path) -> tuple[str, float | None, str | None]:
     if result is not None:
         val = result.get("val_loss")
         return result.get("status", "unknown"), val, _job_id(spec)
-    return ("running" if spec is not None else "queued"), None, _job_id(spec)
+    return "running", None, _job_id(spec)  # or queued: asked, its job not started yet
 
 
 def status(runs_dir: str | Path, experiment: str) -> list[dict[str, Any]]:
@@ -61,8 +61,27 @@ def status(runs_dir: str | Path, experiment: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _asked(journal: Path) -> set[int]:
+    """Trial ids the searcher proposed (queued jobs have no folder yet)."""
+    try:
+        lines = journal.read_text().splitlines()
+    except FileNotFoundError:
+        return set()
+    ids = set()
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if event.get("event") == "ask":
+            ids.add(int(event["id"]))
+    return ids
+
+
 def _unit(folder: Path) -> dict[str, Any]:
-    trials = [p for p in folder.iterdir() if p.is_dir() and _TRIAL.match(p.name)]
+    names = {p.name for p in folder.iterdir() if p.is_dir() and _TRIAL.match(p.name)}
+    names |= {f"trial{i}" for i in _asked(folder / "search_journal.jsonl")}
+    trials = [folder / n for n in names]
     search = _read(folder / "search.json")
     if not trials and search is None and not (folder / "search_journal.jsonl").exists():
         state, val, job = _run_state(folder)
@@ -81,8 +100,11 @@ def _unit(folder: Path) -> dict[str, Any]:
             counts["failed"] += 1
         else:
             counts["running"] += 1
-    planned = ((search or {}).get("budget") or {}).get("trials")
-    finished = bool((search or {}).get("finished"))
+    search = search or {}
+    # a grid's size, else the trial budget (None for budgets in epochs or seconds)
+    budget, searcher = search.get("budget") or {}, search.get("searcher") or {}
+    planned = searcher.get("size") or budget.get("trials")
+    finished = bool(search.get("finished"))
     return {
         "kind": "search",
         **counts,
@@ -94,7 +116,7 @@ def _unit(folder: Path) -> dict[str, Any]:
 
 
 def format_status(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'method':<22} {'seed':>4}  {'state':<34} {'best val':>10}  slurm jobs"]
+    lines = [f"{'method':<22} {'seed':>4}  {'state':<40} {'best val':>10}  slurm jobs"]
     for r in rows:
         if r["kind"] == "run":
             state = r["status"]
@@ -106,5 +128,5 @@ def format_status(rows: list[dict[str, Any]]) -> str:
         best = r["best_val_loss"]
         best_s = f"{best:.4f}" if isinstance(best, (int, float)) else "-"
         jobs = ",".join(r["jobs"][:6]) + (" ..." if len(r["jobs"]) > 6 else "")
-        lines.append(f"{r['method']:<22} {r['seed']:>4}  {state:<34} {best_s:>10}  {jobs or '-'}")
+        lines.append(f"{r['method']:<22} {r['seed']:>4}  {state:<40} {best_s:>10}  {jobs or '-'}")
     return "\n".join(lines)

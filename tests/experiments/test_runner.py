@@ -156,6 +156,16 @@ def test_run_folders_of_another_spec_are_not_reused(tmp_path):
     assert len(more[("random", 0)]["trials"]) == 4
 
 
+def test_status_counts_queued_trials_from_the_journal(tmp_path):
+    folder = tmp_path / "toy" / "bo" / "seed0"
+    _record(folder / "trial0", toy_exp(), {"x": 0.2}, "bo")  # done, val_loss 0
+    (folder / "search_journal.jsonl").write_text(
+        "".join(json.dumps({"event": "ask", "id": i, "params": {"x": 0.2}}) + "\n" for i in (0, 1))
+    )
+    (row,) = status(tmp_path, "toy")
+    assert (row["kind"], row["done"], row["running"], row["best_val_loss"]) == ("search", 1, 1, 0)
+
+
 # --- the real experiments' smoke variants --------------------------------------------------
 
 # Through `local` each job is a fresh process (~2-3 s of imports), so there one or two methods
