@@ -26,7 +26,7 @@ from typing import Any
 
 from .progress import Progress
 from .spec import Experiment, SpecError, derive_seed, to_dict
-from .store import RESULT_KEYS, STATUSES, RunDir, atomic_write_json, run_path
+from .store import RESULT_KEYS, STATUSES, RunDir, atomic_write_bytes, atomic_write_json, run_path
 
 __all__ = ["JOURNAL", "SUMMARY", "Search", "failed_record", "run_search", "submit", "trial_job"]
 
@@ -172,14 +172,18 @@ def adopt_slurm_job(executor: Any, job_id: str | None) -> Any | None:
 
 
 def _read_journal(path: Path) -> list[dict[str, Any]]:
+    """The journal's events; a line cut by a crash (the last one) is dropped from the file too,
+    so that the events appended after it stay readable."""
     if not path.exists():
         return []
-    events = []
-    for line in path.read_text().splitlines():
+    events, lines = [], path.read_text().splitlines()
+    for line in lines:
         try:
             events.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a crash is the last one: stop there
+        except json.JSONDecodeError:
             break
+    if len(events) < len(lines):
+        atomic_write_bytes(path, "".join(json.dumps(e) + "\n" for e in events).encode())
     return events
 
 

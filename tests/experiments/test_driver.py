@@ -91,6 +91,8 @@ def test_interrupted_search_resumes_to_the_same_result(tmp_path, method, k):
     tells = [e for e in map(json.loads, (folder / JOURNAL).read_text().splitlines())
              if e["event"] == "tell"]  # fmt: skip
     assert len(tells) == k
+    with open(folder / JOURNAL, "a") as f:  # and the crash cut a line in the middle
+        f.write('{"event": "tell", "id": ')
     resumed = search(exp, method, tmp_path / "b", toy)
 
     assert comparable(resumed) == comparable(straight)
