@@ -66,9 +66,19 @@ def log_hparams(*frames: pd.DataFrame) -> set[str]:
     return out
 
 
-def method_palette(methods: Iterable[str], paper: dict | None = None) -> dict[str, tuple]:
-    """One colour per method, the same in every figure (order as in the tables)."""
+def method_palette(
+    methods: Iterable[str],
+    paper: dict | None = None,
+    inits: Mapping[str, Mapping[str, float]] | None = None,
+) -> dict[str, tuple]:
+    """One colour per method, the same in every figure, in the tables' order. Methods that
+    differ only in their initial values (`inits`, e.g. stn-init05..stn-init90) get a
+    sequential palette from the lowest to the highest initial value."""
     order = _order(methods, paper)
+    start = {m: tuple(v.values()) for m, v in (inits or {}).items() if m in order and v}
+    if start and len(start) == len(order):
+        ranked = sorted(order, key=start.get)
+        return dict(zip(ranked, sns.color_palette("viridis", len(ranked))))
     colours = sns.color_palette("tab10" if len(order) <= 10 else "husl", len(order))
     return dict(zip(order, colours))
 
@@ -85,6 +95,8 @@ def _hue(seen: set[str], palette: Mapping[str, tuple] | None) -> tuple[list[str]
 def _grid(n: int, width: float = 3.6, height: float = 2.8):
     cols = min(n, 3) or 1
     rows = max(1, math.ceil(n / cols))
+    if n == 1:  # one hyperparameter (Table 1's setting): one panel, wide enough to read
+        width, height = 6.5, 3.6
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
@@ -141,8 +153,7 @@ def schedules(metrics: pd.DataFrame, hp_names: list[str], title: str, hue: str =
 
     inits: method -> initial values (the experiment's `stn_inits`): runs are coloured by their
     initial value of each panel's hyperparameter, which is also marked at x = 0."""
-    n = max(len(hp_names), 1)
-    fig, axes = _grid(n, width=3.6 if n > 1 else 6.5, height=2.8 if n > 1 else 3.6)
+    fig, axes = _grid(max(len(hp_names), 1))
     cols = [f"hparams.{n}" for n in hp_names]
     x = "epoch" if "epoch" in metrics else "step"
     log, legend_title = set(log), hue
@@ -204,13 +215,15 @@ def _on_common_grid(data: pd.DataFrame, x: str) -> pd.DataFrame:
 
 def _step_band(ax, g: pd.DataFrame, x: str, label: str, colour) -> None:
     """Mean over seeds as a step line with a marker per observation, and a +-1 sd band (where
-    two or more seeds have a value) that follows the steps."""
+    two or more seeds have a value) that follows the steps, with a bar at the last point."""
     wide = g.pivot_table(index=x, columns="seed", values="best val loss", dropna=False)
     xs = wide.index.to_numpy(dtype=float)
     mean = wide.mean(axis=1).to_numpy()  # NaN (a seed not observed yet) skipped
     sd = wide.std(axis=1, ddof=1).to_numpy()  # NaN where fewer than two seeds have a value
     ax.step(xs, mean, where="post", color=colour, lw=1.5, marker="o", ms=3.5, label=label)
     ax.fill_between(xs, mean - sd, mean + sd, step="post", color=colour, alpha=0.2, lw=0)
+    if not np.isnan(sd[-1]):  # the band stops at the last point: show its sd as a bar
+        ax.errorbar(xs[-1], mean[-1], yerr=sd[-1], color=colour, capsize=3, lw=1)
 
 
 def best_so_far(
@@ -248,9 +261,9 @@ def best_so_far(
             for method in order:
                 _step_band(ax, grid[grid["method"] == method], x, method, colours[method])
             present |= set(order)
-        ax.set(xlabel="compute: seconds (a search: summed over its trials)" if x == "wall_s"
-               else "compute: epochs (a search: summed over its trials)",
-               ylabel="best validation loss so far",
+        unit = "seconds" if x == "wall_s" else "epochs"
+        summed = " (a search: summed over its trials)" if runs["trial"].notna().any() else ""
+        ax.set(xlabel=f"compute: {unit}{summed}", ylabel="best validation loss so far",
                title="against wall-clock time" if x == "wall_s" else "against epochs")  # fmt: skip
     if present:
         axes[0].legend(title="method")

@@ -69,8 +69,8 @@ def build_report(runs: pd.DataFrame, experiment: str, out: Path, *,
 
     hp_names = sorted(c[3:] for c in finals.columns if c.startswith("hp."))
     log = figures.log_hparams(runs, metrics)
-    palette = figures.method_palette(set(runs["method"]) | set(methods), paper)
     inits = spec.get("stn_inits") or None
+    palette = figures.method_palette(set(runs["method"]) | set(methods), paper, inits)
     figs = {
         "schedules": figures.schedules(
             metrics,

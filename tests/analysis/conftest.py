@@ -54,3 +54,13 @@ def smoke(tmp_path_factory) -> SmokeStore:
 def store_copy(smoke, tmp_path) -> SmokeStore:
     """A copy of the smoke store that a test may damage."""
     return SmokeStore(Path(shutil.copytree(smoke.runs, tmp_path / "runs")))
+
+
+@pytest.fixture(scope="session")
+def report(smoke, tmp_path_factory) -> Path:
+    """The report of the smoke store, written by `python -m analysis report`'s main."""
+    from analysis.report import main
+
+    out = tmp_path_factory.mktemp("report")
+    assert main(["report", smoke.experiment, "--runs-dir", str(smoke.runs), "--out", str(out)]) == 0
+    return out

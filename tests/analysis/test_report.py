@@ -13,15 +13,6 @@ import pytest
 
 from analysis import figures
 from analysis.load import final_rows, load_local
-from analysis.report import main
-
-
-@pytest.fixture(scope="session")
-def report(smoke, tmp_path_factory) -> Path:
-    """The report of the smoke store, written by the CLI's main."""
-    out = tmp_path_factory.mktemp("report")
-    assert main(["report", smoke.experiment, "--runs-dir", str(smoke.runs), "--out", str(out)]) == 0
-    return out
 
 
 def selected_results(exp_dir: Path) -> dict[tuple[str, int], dict]:
