@@ -156,7 +156,7 @@ def schedules(metrics: pd.DataFrame, hp_names: list[str], title: str, hue: str =
     fig, axes = _grid(max(len(hp_names), 1))
     cols = [f"hparams.{n}" for n in hp_names]
     x = "epoch" if "epoch" in metrics else "step"
-    log, legend_title = set(log), hue
+    log, legend_title, legend_ax = set(log), hue, None
     for i, (ax, name) in enumerate(zip(axes, hp_names or ["hyperparameters"])):
         col = cols[i] if cols else "-"
         data = metrics[metrics[col].notna()].copy() if col in metrics else metrics.iloc[0:0]
@@ -172,10 +172,13 @@ def schedules(metrics: pd.DataFrame, hp_names: list[str], title: str, hue: str =
             else:
                 order, pal, h = *_hue(set(data[hue]), palette), hue
             sns.lineplot(data=data, x=x, y=col, hue=h, hue_order=order, palette=pal,
-                         units="seed", estimator=None, ax=ax, lw=1.0, legend=i == 0)  # fmt: skip
+                         units="seed", estimator=None, ax=ax, lw=1.0,
+                         legend=legend_ax is None)  # fmt: skip
+            legend_ax = legend_ax or ax  # one legend: the first panel with data
             _y_axis(ax, name, log)
         ax.set(title=name, xlabel=x, ylabel=name + (" (log scale)" if name in log else ""))
-    _legend_right(fig, axes[0], legend_title)
+    if legend_ax is not None:
+        _legend_right(fig, legend_ax, legend_title)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -116,7 +116,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    ap = _parser()
+    args = ap.parse_args(argv)
+    if args.source == "local" and (args.wandb_dir or args.wandb_path):
+        ap.error("--wandb-dir and --wandb-path read W&B runs: add --source wandb")
     t0 = time.perf_counter()
     out = Path(args.out or f"results/{args.name}")
     try:
