@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -340,6 +341,26 @@ class _Linearized(nn.Module):
             return getattr(self.inner, name)
 
 
+@contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """The model's parameters require no gradient inside the block (restored after).
+
+    A hyper step's forward runs in it: autograd then records nothing for the weights, so no
+    weight gradient is computed, not even by a custom autograd Function (the STN LSTM's
+    recurrence), whose backward sees only that an input requires grad, not whether the caller
+    asked for it; and no tensor is saved only for a weight gradient. On the PTB LSTM it took
+    a tenth off a hyper step (CPU).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def _add(out: Any, tangent: Any) -> Any:
     if isinstance(out, Tensor):
         return out + tangent if out.is_floating_point() else out
@@ -463,13 +484,15 @@ class _Run:
         batch = self.next_val()
         self.model.eval()
         hb = hyper.batch(self._batch_size(batch), perturb=cfg.perturbs_in_val)
-        loss = self.problem.val_loss(self.model, batch, hb)
+        with _frozen(self.model):
+            loss = self.problem.val_loss(self.model, batch, hb)
         value = loss.item()
         if not math.isfinite(value):
             return value
         params = [hyper.raw, hyper.raw_scale] if cfg.tune_scales else [hyper.raw]
         objective = loss - cfg.entropy_weight * hyper.entropy() if cfg.tune_scales else loss
-        # w.r.t. the hyperparameters only: autograd computes no weight gradient at all
+        # w.r.t. the hyperparameters only; the weights were frozen, so nothing of them is in
+        # the graph: no weight gradient, no tensors saved for one
         grads = torch.autograd.grad(objective, params, allow_unused=True)
         if grads[0] is None:
             raise ConfigError(
