@@ -1,43 +1,23 @@
 """The README's example of adding a searcher, run through the conformance suite.
 
-The class below is the complete example (registering it would be one line in
-`baselines.SEARCHERS`); here it is checked without touching the registry.
+The class is taken from README.md itself (the block marked `readme-test: searcher`), so the
+example users copy is the one checked here; registering it would be one line in
+`baselines.SEARCHERS`, and here it is checked without touching the registry.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import sys
+import types
 
 import numpy as np
 
-from baselines import Searcher, SearcherError, Suggestion, random_params, require_bounded
 from stn.space import HParam, Space
+from tests.readme_blocks import readme_block
 
-
-class PerturbedBest(Searcher):
-    """Local search: a few random trials, then the best so far plus Gaussian noise (unit cube)."""
-
-    name = "perturbed"
-
-    @dataclass(frozen=True)
-    class Options(Searcher.Options):
-        n_initial: int = 3  # random trials first
-        scale: float = 0.1  # standard deviation of the perturbation, in the unit cube
-
-    def __init__(self, space: Space, seed: int, **options: Any) -> None:
-        super().__init__(space, seed, **options)
-        if not self.options.scale > 0:
-            raise SearcherError(f"perturbed: scale must be > 0, got {self.options.scale!r}")
-        require_bounded(space)  # a SpaceError names a half-bounded hyperparameter
-
-    def _ask(self, trial_id: int) -> Suggestion | None:
-        if trial_id < self.options.n_initial or self.best is None:
-            return Suggestion(trial_id, random_params(self.space, self.seed, trial_id))
-        rng = np.random.default_rng([self.seed, trial_id])  # derived: replay gives the same
-        u = np.array(self.space.to_unit(self.best[1]))
-        u = np.clip(u + self.options.scale * rng.standard_normal(len(u)), 0.0, 1.0)
-        return Suggestion(trial_id, self.space.from_unit(u.tolist()))
+_module = sys.modules.setdefault("readme_searcher", types.ModuleType("readme_searcher"))
+exec(compile(readme_block("searcher"), "README.md", "exec"), _module.__dict__)
+PerturbedBest = _module.PerturbedBest
 
 
 def test_example_conforms(conformance_check):
