@@ -17,15 +17,17 @@ import math
 import os
 import socket
 import subprocess
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from stn.checkpoint import atomic_write
 
 __all__ = [
     "RESULT_KEYS",
     "STATUSES",
     "RunDir",
+    "atomic_write",
     "atomic_write_bytes",
     "atomic_write_json",
     "git_info",
@@ -35,13 +37,21 @@ __all__ = [
 
 STATUSES = ("ok", "failed", "diverged")
 RESULT_KEYS = (
-    "status", "val_loss", "test_loss", "val_metric", "test_metric", "metric_name",
-    "epochs", "wall_s", "hparams",
+    "status",
+    "val_loss",
+    "test_loss",
+    "val_metric",
+    "test_metric",
+    "metric_name",
+    "epochs",
+    "wall_s",
+    "hparams",
 )
 
 
-def run_path(runs_dir: str | Path, experiment: str, method: str, seed: int,
-             trial: int | None = None) -> Path:
+def run_path(
+    runs_dir: str | Path, experiment: str, method: str, seed: int, trial: int | None = None
+) -> Path:
     p = Path(runs_dir) / experiment / method / f"seed{seed}"
     return p / f"trial{trial}" if trial is not None else p
 
@@ -59,18 +69,7 @@ def _jsonable(obj: Any) -> Any:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -82,10 +81,16 @@ def git_info(cwd: str | Path | None = None) -> dict[str, Any]:
     """The commit of the code that runs, and whether the tree had uncommitted changes."""
     cwd = cwd or Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=cwd, capture_output=True, text=True, timeout=10).stdout
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
         return {"commit": commit or None, "dirty": bool(dirty.strip()) if commit else None}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
@@ -93,8 +98,17 @@ def git_info(cwd: str | Path | None = None) -> dict[str, Any]:
 
 def host_info() -> dict[str, Any]:
     env = os.environ
-    slurm = {k: env[k] for k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID",
-                                  "SLURM_RESTART_COUNT", "SLURM_JOB_PARTITION") if k in env}
+    slurm = {
+        k: env[k]
+        for k in (
+            "SLURM_JOB_ID",
+            "SLURM_ARRAY_JOB_ID",
+            "SLURM_ARRAY_TASK_ID",
+            "SLURM_RESTART_COUNT",
+            "SLURM_JOB_PARTITION",
+        )
+        if k in env
+    }
     return {"host": socket.gethostname(), "slurm": slurm}
 
 
@@ -125,8 +139,9 @@ class RunDir:
     def truncate_metrics(self, keep_step: int | float, key: str = "step") -> None:
         """On resume: drop rows logged after the checkpoint, so none is duplicated."""
         rows = [r for r in self.metrics() if r.get(key, -math.inf) <= keep_step]
-        atomic_write_bytes(self.metrics_file,
-                           "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+        atomic_write_bytes(
+            self.metrics_file, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
+        )
 
     def metrics(self) -> Iterator[dict[str, Any]]:
         if not self.metrics_file.exists():

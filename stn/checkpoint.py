@@ -14,9 +14,9 @@ import itertools
 import os
 import random
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -51,21 +51,26 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def save_atomic(obj: Any, path: str | Path) -> None:
-    """torch.save into a temporary file of the same folder, fsync, then rename over `path`:
-    a crash leaves either the previous checkpoint or the new one, never half a file."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Call `write(file)` on a temporary file of the same folder, fsync, then rename it over
+    `path`: a crash leaves either the previous file or the new one, never half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """torch.save, atomically (see `atomic_write`)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load(path: str | Path | None) -> dict[str, Any] | None:

@@ -63,8 +63,9 @@ class HParam:
             if not all(float(e).is_integer() for e in ends):
                 raise SpaceError(f"{n}: integer range ({self.low}, {self.high}) needs integer ends")
             if not float(self.init).is_integer():
-                raise SpaceError(f"{n}: integer hyperparameter needs an integer init, "
-                                 f"got {self.init}")
+                raise SpaceError(
+                    f"{n}: integer hyperparameter needs an integer init, got {self.init}"
+                )
         if not self.contains(self.init):
             raise SpaceError(f"{n}: init {self.init} outside the range ({self.low}, {self.high})")
 

@@ -7,8 +7,17 @@ from experiments.store import RESULT_KEYS, RunDir, atomic_write_json, run_path
 
 
 def result(**kw):
-    base = dict(status="ok", val_loss=0.5, test_loss=0.6, val_metric=0.9, test_metric=0.88,
-                metric_name="accuracy", epochs=3, wall_s=1.5, hparams={"drop": 0.1})
+    base = dict(
+        status="ok",
+        val_loss=0.5,
+        test_loss=0.6,
+        val_metric=0.9,
+        test_metric=0.88,
+        metric_name="accuracy",
+        epochs=3,
+        wall_s=1.5,
+        hparams={"drop": 0.1},
+    )
     return {**base, **kw}
 
 
@@ -27,8 +36,11 @@ def test_layout_and_records(tmp_path):
     assert rd.read_result()["val_loss"] is None
     assert set(RESULT_KEYS) <= set(rd.read_result())
     # no temporary files are left behind
-    assert sorted(p.name for p in rd.path.iterdir()) == ["metrics.jsonl", "result.json",
-                                                         "spec.json"]
+    assert sorted(p.name for p in rd.path.iterdir()) == [
+        "metrics.jsonl",
+        "result.json",
+        "spec.json",
+    ]
 
 
 def test_result_is_checked_before_writing(tmp_path):
