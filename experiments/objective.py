@@ -149,7 +149,10 @@ def stn_config(exp: Any, method: str, seed: int, device: str, steps_per_epoch: i
     `exp.searchers["delta-stn"]` overrides), the task's weight-training settings, seed, device.
 
     A weight-training setting changed in exp.stn (e.g. stn.lr) is refused: it belongs to the
-    task, which trains the weights of every method the same way.
+    task, which trains the weights of every method the same way. Runs save their checkpoint at
+    least once per epoch (stn.checkpoint_every_steps 0 means steps_per_epoch here), like the
+    fixed loop: a SLURM job stopped by `scontrol requeue` or a node failure then loses at most
+    an epoch, instead of the whole run the loop's end-only default would lose.
     """
     from stn.loop import STNConfig
 
@@ -171,6 +174,7 @@ def stn_config(exp: Any, method: str, seed: int, device: str, steps_per_epoch: i
         cap = max(1, round(epochs * steps_per_epoch))
         values["max_steps"] = min(cap, values["max_steps"] or cap)
     values.update(seed=seed, device=str(device))
+    values["checkpoint_every_steps"] = values["checkpoint_every_steps"] or steps_per_epoch
     return STNConfig.from_dict(values)
 
 
