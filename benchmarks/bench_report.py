@@ -174,7 +174,9 @@ def run(quick: bool = False, trials: int | None = None, demo: bool = False) -> d
         written_s = time.perf_counter() - t0
         times = time_report(Path(tmp) / "runs", Path(tmp) / "report")
     out: dict[str, Any] = {"trials": n, "store_write_s": written_s, **times}
-    out |= {"target_s": TARGET_S, "within_target": times["cli_s"] < TARGET_S}
+    # judged on the CLI's CPU time: single-threaded work, what its wall time is on an idle
+    # machine (the shared test machine stretches wall time at random)
+    out |= {"target_s": TARGET_S, "within_target": times["cli_cpu_s"] < TARGET_S}
     out["demo_store_span_s"] = demo_store_span()
     if demo:
         out |= time_demo()
@@ -202,7 +204,7 @@ def render(r: dict[str, Any]) -> list[str]:
         f"| build_report, {r['trials']} trials (in process) | {f(r['build_report_s'])} | "
         f"{f(r['build_report_cpu_s'])} | |",
         f"| `python -m analysis report` | {f(r['cli_s'])} | {f(r['cli_cpu_s'])} | "
-        f"< {f(r['target_s'])} s: {'met' if r['within_target'] else 'NOT met'} |",
+        f"< {f(r['target_s'])} s (CPU): {'met' if r['within_target'] else 'NOT met'} |",
     ]
     if r.get("make_demo_s") is not None:
         fresh = "from scratch" if r.get("fresh_store") else "resuming an existing runs/"

@@ -33,6 +33,7 @@ __all__ = [
     "entry",
     "fmt",
     "generic",
+    "load_average",
     "machine_info",
     "machine_slug",
     "median",
@@ -183,10 +184,20 @@ def save_results(
     return path
 
 
+def load_average() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages (how busy the machine was), where known."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def entry(result: dict[str, Any], quick: bool, seconds: float) -> dict[str, Any]:
-    """One benchmark's record: its result with the commit, the date and how it was run."""
+    """One benchmark's record: its result with the commit, the date, how it was run and how
+    busy the machine was at its end."""
     git = _git()
     return {
+        "load_avg": load_average(),
         "commit": git["commit"],
         "dirty": git["dirty"],
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -219,10 +230,12 @@ def write_docs(doc: Path, folder: Path, renderers: dict[str, Renderer]) -> None:
         for name, e in data["benchmarks"].items():
             commit = (e["commit"] or "unknown")[:10] + (" (dirty)" if e.get("dirty") else "")
             mode = "quick" if e.get("quick") else "full"
+            load = e.get("load_avg")
+            busy = f"; load average {load[1]} (5 min) on {m['cores']} cores" if load else ""
             lines += [
                 f"#### {name}",
                 "",
-                f"Commit {commit}, {e['date']}, {mode} mode, {e['seconds']} s.",
+                f"Commit {commit}, {e['date']}, {mode} mode, {e['seconds']} s{busy}.",
                 "",
             ]
             render = renderers.get(name)
