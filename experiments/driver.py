@@ -457,6 +457,29 @@ def run_search(
     return search.summary()
 
 
+def search_job(
+    exp: Experiment,
+    method: str,
+    seed: int,
+    runs_dir: str | Path,
+    objective: Callable[..., dict] | None = None,
+    wandb: str = "off",
+) -> dict[str, Any]:
+    """A whole search as one job (the local launcher): its trials run one after another in this
+    process, so a trial costs its training, not a fresh Python importing torch (seconds on a
+    small CPU, more than a digits trial trains). Resumes like `run_search`; returns a record
+    of the selected trial (status "failed" when no trial finished)."""
+    from slurm.executors import Launch, make_executor
+
+    folder = Path(runs_dir) / exp.name / ".submitit"
+    executor = make_executor(Launch(launcher="debug"), folder, name=f"{exp.name}-{method}")
+    summary = run_search(
+        exp, method, seed, runs_dir, executor, launcher="debug", objective=objective, wandb=wandb
+    )
+    best = summary["best"] or {}
+    return {"status": "ok" if best else "failed", **best, "spent": summary["spent"]}
+
+
 def finite_plan(method: str) -> bool:
     """Whether the searcher ends by itself (fixed, grid, Hyperband's brackets)."""
     from baselines import SEARCHERS, Searcher

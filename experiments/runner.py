@@ -80,11 +80,19 @@ def stn_job(
 
 
 class SingleRun:
-    """One job: an STN run or a variant, started once the run it needs (if any) is done."""
+    """One job: an STN run or a variant, started once the run it needs (if any) is done; with
+    the local launcher also a whole search (driver.search_job)."""
 
     def __init__(self, method: str, seed: int, folder: Path, call: Call, needs: Path | None):
         self.method, self.seed, self.dir, self.call, self.needs = method, seed, folder, call, needs
         self.record: dict[str, Any] | None = RunDir(folder).read_result()  # reused if done
+        if call[0] is driver.search_job:  # a finished search is reused from its summary
+            summary = _read_json(folder / SUMMARY) or {}
+            self.record = (
+                {"status": "ok", **summary["best"]}
+                if summary.get("best") and summary.get("finished")
+                else None
+            )
         self.inflight: dict[int, Any] = {}
 
     @property
@@ -126,11 +134,15 @@ def _get(d: Any, parts: Sequence[str]) -> Any:
     return json.loads(json.dumps(d))  # tuples and lists compare equal
 
 
-def _recorded(path: Path, key: str) -> Any:
+def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text()).get(key)
-    except FileNotFoundError:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def _recorded(path: Path, key: str) -> Any:
+    return (_read_json(path) or {}).get(key)
 
 
 def _plan(
@@ -177,6 +189,10 @@ def _plan(
                     wandb=wandb,
                     launcher=exp.launch.launcher,
                 )
+                if exp.launch.launcher == "local":  # one process per search, not per trial
+                    args = (exp, m, k, runs, objectives["trial"], wandb)
+                    units.append(SingleRun(m, k, d, (driver.search_job, args, {}), None))
+                    continue
                 total = None if driver.finite_plan(m) else exp.budget.trials
                 search.progress = Progress(f"{m} seed{k}", total, bar=bar)
                 units.append(search)
@@ -253,9 +269,16 @@ def run_experiment(
     finally:
         for p in [progress] + [u.progress for u in units if isinstance(u, Search)]:
             p.close()
-    return {
-        (u.method, u.seed): u.record if isinstance(u, SingleRun) else u.summary() for u in units
-    }
+    return {(u.method, u.seed): _outcome(u) for u in units}
+
+
+def _outcome(u: SingleRun | Search) -> dict[str, Any]:
+    """A run's result record, or a search's summary (also a search run as one local job)."""
+    if isinstance(u, Search):
+        return u.summary()
+    if u.call[0] is driver.search_job:
+        return _read_json(u.dir / SUMMARY) or dict(u.record or {})
+    return u.record
 
 
 def _drive(units: list, executor: Any, launch: Any, parallel: int, progress: Progress) -> None:
