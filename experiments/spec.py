@@ -304,13 +304,22 @@ def apply_overrides(exp: Experiment, overrides: Iterable[str] | Mapping[str, Any
             if not sep or not key.strip():
                 raise SpecError(f"override {text!r} is not KEY=VALUE (e.g. task.epochs=3)")
             items.append((key.strip(), value, True))
-    for key, value, from_text in items:
-        try:
-            exp = _set(exp, key.split("."), value, from_text, exp, key)
-        except SpecError:
-            raise
-        except (ValueError, TypeError) as e:  # a component's own validation, e.g. SpaceError
+    # A component validates itself on every change, so one override may be valid only once
+    # another is applied (launch.timeout_min=1 needs a shorter launch.signal_delay_s): an
+    # override its component refuses waits for the others, in rounds, until none progresses.
+    while items:
+        waiting: list[tuple[str, Any, bool, Exception]] = []
+        for key, value, from_text in items:
+            try:
+                exp = _set(exp, key.split("."), value, from_text, exp, key)
+            except SpecError:
+                raise
+            except (ValueError, TypeError) as e:  # a component's own check, e.g. SpaceError
+                waiting.append((key, value, from_text, e))
+        if len(waiting) == len(items):
+            key, value, _, e = waiting[0]
             raise SpecError(f"{key}={value}: {e}") from None
+        items = [(k, v, t) for k, v, t, _ in waiting]
     return exp
 
 

@@ -160,3 +160,15 @@ def test_derive_seed_is_stable_and_distinct():
     assert derive_seed(0, "stn") == derive_seed(0, "stn", None) != derive_seed(0, "stn", 0)
     # pinned: a stable hash (sha256), never Python's per-process hash()
     assert derive_seed(0, "random", 3) == 530399266
+
+
+def test_overrides_that_depend_on_each_other_apply_in_any_order():
+    from experiments.registry import get
+
+    exp = get("digits-mlp")
+    for order in (["launch.timeout_min=1", "launch.signal_delay_s=45"],
+                  ["launch.signal_delay_s=45", "launch.timeout_min=1"]):  # fmt: skip
+        e = apply_overrides(exp, order)
+        assert (e.launch.timeout_min, e.launch.signal_delay_s) == (1, 45)
+    with pytest.raises(SpecError, match="launch.timeout_min=1: signal_delay_s=90"):
+        apply_overrides(exp, ["launch.timeout_min=1"])
