@@ -22,6 +22,7 @@ import json
 import logging
 import netrc
 import os
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -181,9 +182,18 @@ class Mirror:
         if run is None:
             return
         try:
+            sync_file = Path(run.settings.sync_file) if self.mode == "offline" else None
             run.finish(exit_code=exit_code)
         except Exception as e:
             self._fail(f"finish failed ({type(e).__name__}: {e})")
+            return
+        # finish() can return before W&B's service process has written the offline file; a
+        # SLURM job's processes are killed when it ends, so wait (bounded) for the records.
+        deadline = time.monotonic() + 15
+        while sync_file is not None and time.monotonic() < deadline:
+            if sync_file.exists() and sync_file.stat().st_size > 7:  # more than the header
+                break
+            time.sleep(0.1)
 
     def __enter__(self) -> Mirror:
         return self

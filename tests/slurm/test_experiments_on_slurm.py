@@ -336,7 +336,11 @@ def test_slurm_runs_mirror_to_wandb_offline_and_print_the_sync_command(lab):
     assert int(m[1]) == len(folders)  # one offline run per run folder
     for rel in folders:
         (offline,) = (sweep / EXP / rel / "wandb").glob("offline-run-*")
-        assert any(f.stat().st_size > 0 for f in offline.glob("run-*.wandb")), offline
+        # W&B's service process may still be flushing after the job's own process has ended
+        deadline = time.monotonic() + 60
+        while not any(f.stat().st_size > 0 for f in offline.glob("run-*.wandb")):
+            assert time.monotonic() < deadline, f"{offline} holds no W&B records after 60 s"
+            time.sleep(0.5)
     # The printed command finds exactly those folders.
     finder = re.fullmatch(r"wandb sync \$\((find .*)\)", m[2])
     assert finder, m[2]
