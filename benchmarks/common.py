@@ -197,6 +197,7 @@ def entry(result: dict[str, Any], quick: bool, seconds: float) -> dict[str, Any]
     busy the machine was at its end."""
     git = _git()
     return {
+        "threads": torch.get_num_threads(),
         "load_avg": load_average(),
         "commit": git["commit"],
         "dirty": git["dirty"],
@@ -223,15 +224,16 @@ def write_docs(doc: Path, folder: Path, renderers: dict[str, Renderer]) -> None:
         lines = [
             f"### {path.stem}",
             "",
-            f"Machine: {m['cpu']}, {m['cores']} logical cores{gpu}; torch {m['torch']} with "
-            f"{m['torch_threads']} threads; Python {m['python']}.",
+            f"Machine: {m['cpu']}, {m['cores']} logical cores{gpu}; torch {m['torch']}; "
+            f"Python {m['python']}.",
             "",
         ]
         for name, e in data["benchmarks"].items():
             commit = (e["commit"] or "unknown")[:10] + (" (dirty)" if e.get("dirty") else "")
             mode = "quick" if e.get("quick") else "full"
-            load = e.get("load_avg")
+            load, threads = e.get("load_avg"), e.get("threads")
             busy = f"; load average {load[1]} (5 min) on {m['cores']} cores" if load else ""
+            busy = (f"; {threads} torch thread{'s' * (threads != 1)}" if threads else "") + busy
             lines += [
                 f"#### {name}",
                 "",
