@@ -64,7 +64,7 @@ def _render_augment(r: dict[str, Any]) -> list[str]:
         "",
         f"Ratio {fmt(r['ratio'])}x (CPU time {fmt(r['cpu_ratio'])}x); target >= "
         f"{fmt(r['target_ratio'])}x: {'met' if r['meets_target'] else 'NOT met'} "
-        f"({r['threads']} threads, median of {r['repeats']}).",
+        f"({r['threads']} thread{'s' * (r['threads'] != 1)}, median of {r['repeats']}).",
     ]
 
 
