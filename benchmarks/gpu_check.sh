@@ -24,7 +24,7 @@ start=$(date +%s)
 "$PY" -c 'import torch; p = torch.cuda.get_device_properties(0); print(f"GPU: {p.name}, {p.total_memory / 2**30:.0f} GiB, torch {torch.__version__}")'
 
 echo "== GPU-marked tests"
-timeout 180 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
+timeout 180 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests
 
 echo "== STN vs plain throughput and memory (AlexNet, PTB LSTM; full size; bf16 autocast)"
 timeout 360 "$PY" -m benchmarks --only stn_cost --device cuda --amp --networks alexnet,lstm \
