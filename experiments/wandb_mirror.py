@@ -73,6 +73,17 @@ def _min_is_best(key: str) -> bool:
     return any(w in key for w in ("loss", "ppl", "perplexity")) and "test" not in key
 
 
+def _drop_foreign_service() -> None:
+    """Forget a W&B service another process started (its token in WANDB_SERVICE, inherited by
+    a CLI run from a notebook or test process, then by its SLURM jobs): writing through it ties
+    this run's records to that process's lifetime, or fails on another node. Each process then
+    starts its own service."""
+    token = os.environ.get("WANDB_SERVICE", "")
+    parts = token.split("-", 2)  # "<format>-<pid of the process that started it>-<address>"
+    if token and not (len(parts) == 3 and parts[1] == str(os.getpid())):
+        del os.environ["WANDB_SERVICE"]
+
+
 class Mirror:
     """One run mirrored to W&B; every method is safe to call whatever happened before."""
 
@@ -121,6 +132,7 @@ class Mirror:
         import wandb  # optional at run time: only a mirror that is on imports it
 
         dir.mkdir(parents=True, exist_ok=True)
+        _drop_foreign_service()
         settings = wandb.Settings(
             init_timeout=init_timeout,
             finish_timeout=finish_timeout if self.mode == "online" else 0.0,

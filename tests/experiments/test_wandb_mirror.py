@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -85,6 +86,38 @@ def test_offline_run_files_hold_rows_on_our_step_axis_and_summary(tmp_path, capl
     assert summary["best_val_loss"] == 1.0 and summary["test_loss"] == 2.0
     assert summary["val_loss"] == {"min": 1.0}  # best, not last
     assert "skipped" not in summary
+
+
+CHILD = """
+import os, sys
+from experiments.wandb_mirror import Mirror
+m = Mirror("offline", project="p", group="g", job_type="stn", name="child", run_id="child",
+           config={}, tags=[], dir=sys.argv[1])
+m.log({"val_loss": 0.5}, step=1)
+service = os.environ["WANDB_SERVICE"].split("-")[1]  # the pid that started the service
+m.finish()
+print(os.getpid(), service)
+"""
+
+
+def test_a_child_process_writes_through_its_own_wandb_service(tmp_path):
+    """A CLI run started from a process with a W&B service (a notebook, this test process)
+    inherits WANDB_SERVICE, and so do its SLURM jobs: their records must not wait on the
+    parent's service (a SLURM job's init through it hung until W&B's timeout)."""
+    parent = Mirror("offline", **kwargs(tmp_path))
+    assert parent.active
+    try:
+        root = Path(__file__).resolve().parents[2]
+        env = {**os.environ, "PYTHONPATH": str(root)}
+        assert "WANDB_SERVICE" in env  # the parent's service, which the child inherits
+        out = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "child")], env=env,
+                             check=True, timeout=120, capture_output=True, text=True).stdout
+        child, service = out.split()
+        assert service == child  # its own service, not the parent's
+        (file,) = (tmp_path / "child" / "wandb").glob("offline-run-*/run-child.wandb")
+        wait_for_exit_record(file, timeout=5)
+    finally:
+        parent.finish()
 
 
 def test_online_without_key_warns_once_and_returns_at_once(tmp_path, monkeypatch, caplog):
