@@ -110,8 +110,14 @@ def test_a_child_process_writes_through_its_own_wandb_service(tmp_path):
         root = Path(__file__).resolve().parents[2]
         env = {**os.environ, "PYTHONPATH": str(root)}
         assert "WANDB_SERVICE" in env  # the parent's service, which the child inherits
-        out = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "child")], env=env,
-                             check=True, timeout=120, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, str(tmp_path / "child")],
+            env=env,
+            check=True,
+            timeout=120,
+            capture_output=True,
+            text=True,
+        ).stdout
         child, service = out.split()
         assert service == child  # its own service, not the parent's
         (file,) = (tmp_path / "child" / "wandb").glob("offline-run-*/run-child.wandb")

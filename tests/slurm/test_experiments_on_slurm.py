@@ -341,8 +341,7 @@ def test_slurm_runs_mirror_to_wandb_offline_and_print_the_sync_command(lab):
         while not any(f.stat().st_size > 0 for f in offline.glob("run-*.wandb")):
             log = (offline / "logs" / "debug.log").read_text().splitlines()[-5:]
             assert time.monotonic() < deadline, (
-                f"{offline} holds no W&B records after 60 s; its debug.log ends:\n"
-                + "\n".join(log)
+                f"{offline} holds no W&B records after 60 s; its debug.log ends:\n" + "\n".join(log)
             )
             time.sleep(0.5)
     # The printed command finds exactly those folders.
