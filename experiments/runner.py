@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -94,6 +95,19 @@ class SingleRun:
                 else None
             )
         self.inflight: dict[int, Any] = {}
+        # A run (not a whole search) that failed, e.g. its job died, runs again from its checkpoint.
+        self.retry = self.record is not None and self.record.get("status") == "failed"
+        if self.retry and call[0] is not driver.search_job:
+            self.record = None
+        else:
+            self.retry = False
+
+    def reopen(self) -> None:
+        """Before the first submission: set a failed result aside (failed.json)."""
+        if self.retry and (rec := RunDir(self.dir).reopen_failed()):
+            print(f"{self.method} seed{self.seed}: resuming a failed run "
+                  f"({rec.get('error') or 'failed'})", file=sys.stderr, flush=True)  # fmt: skip
+        self.retry = False
 
     @property
     def ready(self) -> bool:
@@ -256,6 +270,9 @@ def run_experiment(
     objectives = {**_default_objectives(), **(objectives or {})}
     units = _plan(exp, methods, Path(runs_dir), objectives, wandb, bar)
     executor = make_executor(exp.launch, Path(runs_dir) / exp.name / ".submitit", name=exp.name)
+    for u in units:  # every check passed: from here on the store may change
+        if isinstance(u, SingleRun):
+            u.reopen()
     singles = sum(isinstance(u, SingleRun) for u in units)
     progress = Progress(f"{exp.name} runs", singles, bar=bar)
     try:

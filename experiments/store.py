@@ -5,6 +5,7 @@
         metrics.jsonl  one JSON object per logged step or epoch
         result.json    written last, atomically (see RESULT_KEYS)
         checkpoint.pt  latest resumable state
+        failed.json    an earlier attempt's failed result, set aside when the run resumed
     <runs-dir>/<experiment>/<method>/seed<k>/search.json   a search's summary
 
 Analysis reads only these files, so keep old keys readable when adding new ones.
@@ -167,6 +168,17 @@ class RunDir:
     @property
     def done(self) -> bool:
         return self.result_file.exists()
+
+    failed_file = property(lambda self: self.path / "failed.json")
+
+    def reopen_failed(self) -> dict[str, Any] | None:
+        """Set a failed result aside (as failed.json) so that the run resumes from its
+        checkpoint; returns that record, or None when the run did not fail."""
+        rec = self.read_result()
+        if rec is None or rec.get("status") != "failed":
+            return None
+        os.replace(self.result_file, self.failed_file)
+        return rec
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -226,6 +226,40 @@ def test_every_smoke_variant_runs(tmp_path, data_dirs, name, launcher):
             check_complete(folder)
 
 
+def dies_after_a_checkpoint(exp, method, seed, run_dir, **kwargs):
+    """run_stn whose job dies (node failure, OOM kill) after its checkpoint at step 20."""
+    from experiments.objective import run_stn
+
+    run_stn(exp, method, seed, run_dir, stop_after_steps=20, **kwargs)
+    raise RuntimeError("node died")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_failed_run_resumes_from_its_checkpoint_on_rerun(tmp_path, capsys):
+    from experiments.registry import get
+
+    args = dict(methods=("stn",), seeds=(0,), launcher="debug", smoke=True, bar=False)
+    died = run_experiment(get("digits-mlp"), runs_dir=tmp_path / "a", **args,
+                          objectives={"stn": dies_after_a_checkpoint})  # fmt: skip
+    run = RunDir(tmp_path / "a" / "digits-mlp" / "stn" / "seed0")
+    assert died[("stn", 0)]["status"] == "failed" and run.checkpoint_file.exists()
+    assert run.read_result()["error"] == "RuntimeError: node died"
+
+    again = run_experiment(get("digits-mlp"), runs_dir=tmp_path / "a", **args)[("stn", 0)]
+    assert "stn seed0: resuming a failed run (RuntimeError: node died)" in capsys.readouterr().err
+    assert again["status"] == "ok"
+    assert json.loads(run.failed_file.read_text())["error"] == "RuntimeError: node died"
+    # resumed, not restarted: the same rows and result as a run that never died
+    ref = run_experiment(get("digits-mlp"), runs_dir=tmp_path / "b", **args)[("stn", 0)]
+    clock = {"wall_s", "elapsed"}
+    assert {k: v for k, v in again.items() if k not in clock} == {
+        k: v for k, v in ref.items() if k not in clock
+    }
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in clock} for r in rows]  # noqa: E731
+    ref_run = RunDir(tmp_path / "b" / "digits-mlp" / "stn" / "seed0")
+    assert strip(run.metrics()) == strip(ref_run.metrics())
+
+
 SMALL = Launch(launcher="slurm", cpus_per_task=1, mem_gb=0.25, timeout_min=5, signal_delay_s=30)
 
 
