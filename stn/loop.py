@@ -9,7 +9,7 @@ model is evaluated on 'val' and 'test' at the current (unperturbed) hyperparamet
 Delta-STN (`delta=True`, PAPER.md): the hypernetwork input is centred, the scalings V start at
 zero, and each weight step updates the ordinary weights at the current hyperparameters, then the
 response parameters (hyper_*, scaling*) at perturbed ones, optionally through the linearised
-response f(x; h=0) + J_h f . h (one `torch.func.jvp`).
+response f(x; h=0) + J_h f . h (stn/delta.py). Settings and result: stn/config.py.
 
 The full state is checkpointed (stn/checkpoint.py); a run that finds its checkpoint resumes
 and ends bit-identical on CPU to an uninterrupted one.
@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt
-from .hyper import Hyper, HyperBatch
+from .config import ConfigError, STNConfig, STNResult
+from .delta import Linearized
+from .hyper import Hyper
 from .problem import Problem
 from .schedule import Plateau
 
@@ -42,162 +44,6 @@ _REQUIRED = tuple(
     "space build_model train_batches val_batches train_loss val_loss evaluate".split()
 )
 _RESUMABLE = ("epochs", "max_steps", "checkpoint_every_steps", "device")  # may change on resume
-
-
-class ConfigError(ValueError):
-    """An invalid STN configuration or setup (a user mistake: one-line message)."""
-
-
-OPTIMIZERS = ("sgd", "adam", "rmsprop")
-
-
-@dataclass(frozen=True)
-class STNConfig:
-    """Settings of one STN run. Defaults: the paper's CNN setting (PAPER.md)."""
-
-    epochs: int = 10  # passes over the training batches
-    max_steps: int | None = None  # optional cap on weight steps (a step budget)
-    warmup_epochs: int = 0  # weight steps only during these first epochs ...
-    warmup_steps: int = 0  # ... and these first weight steps (CNN: 5 epochs; LSTM: ~1 epoch)
-    train_steps: int = 2  # T_train: weight steps per cycle
-    val_steps: int = 1  # T_val: hyper steps per cycle
-    optimizer: str = "sgd"  # weights: "sgd" | "adam" | "rmsprop"
-    lr: float = 0.01  # weights' learning rate
-    momentum: float = 0.9  # sgd / rmsprop momentum
-    nesterov: bool = False  # sgd only
-    weight_decay: float = 0.0  # the optimiser's own decay (a tuned decay belongs in the problem)
-    grad_clip: float | None = None  # max norm of the weights' gradient, per group (PTB: 0.25)
-    hyper_optimizer: str = "adam"  # hyperparameters and scales: "sgd" | "adam" | "rmsprop"
-    hyper_lr: float = 3e-3  # hyperparameters' learning rate
-    scale_lr: float = 3e-3  # perturbation scales' learning rate
-    tune_scales: bool = True  # learn sigma: perturb in hyper steps, minus entropy_weight * H
-    perturb_in_val: bool | None = None  # perturb in hyper steps; None: as tune_scales
-    entropy_weight: float = 1e-3  # tau, weight of the perturbation's entropy
-    sigma_init: float = 0.5  # initial perturbation scale (unconstrained units)
-    anchored: bool = False  # layers see u~ - u0 instead of u~ (stn.Hyper; the PTB experiments)
-    delta: bool = False  # Delta-STN: centred input, V = 0 at start, split weight updates
-    linearize: bool = False  # Delta-STN: train the response through its linearisation (jvp)
-    evaluate_every: int = 1  # full val/test evaluation every this many epochs
-    lr_decay: float = 1.0  # weights' LR x this on a validation plateau (1: off; CNN 0.1)
-    decay_window: int = 0  # non-monotone window, in evaluations (0: off; CNN 60, LSTM 5)
-    patience: int = 0  # stop after this many evaluations without a new best (0: off)
-    min_lr: float = 0.0  # stop once the weights' LR is below this (LSTM: 3e-4)
-    seed: int = 0  # seeds Python, NumPy and torch at the start of a fresh run
-    device: str = "cpu"  # torch device of the model, hyperparameters and batches
-    checkpoint_every_steps: int = 0  # also save every this many weight steps (0: end only)
-
-    def __post_init__(self) -> None:
-        _check_types(self)
-        for problem in _problems(self):
-            raise ConfigError(problem)
-
-    @property
-    def perturbs_in_val(self) -> bool:
-        return self.tune_scales if self.perturb_in_val is None else self.perturb_in_val
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> STNConfig:
-        """A config from keyword values; an unknown key is an error listing the valid ones."""
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(valid))
-        if unknown:
-            raise ConfigError(f"unknown STNConfig keys {unknown}; valid: {', '.join(valid)}")
-        return cls(**values)
-
-    @classmethod
-    def delta_stn(cls, **overrides: Any) -> STNConfig:
-        """Delta-STN's preset (Bae & Grosse's code): RMSprop 1e-2 for the hyperparameters,
-        5 weight steps per hyper step, sigma 1.0, entropy weight 1e-3, linearised response."""
-        preset = dict(
-            delta=True,
-            linearize=True,
-            hyper_optimizer="rmsprop",
-            hyper_lr=1e-2,
-            scale_lr=1e-2,
-            train_steps=5,
-            sigma_init=1.0,
-            entropy_weight=1e-3,
-        )
-        return cls.from_dict({**preset, **overrides})
-
-
-_KINDS = {"int": int, "float": (int, float), "bool": bool, "str": str}
-
-
-def _check_types(cfg: STNConfig) -> None:
-    for f in fields(cfg):
-        v, kinds = getattr(cfg, f.name), [k.strip() for k in str(f.type).split("|")]
-        if v is None and "None" in kinds:
-            continue
-        if not any(
-            isinstance(v, _KINDS[k]) and (k == "bool") == isinstance(v, bool)
-            for k in kinds
-            if k in _KINDS
-        ):
-            raise ConfigError(f"STNConfig.{f.name} must be {f.type}, got {v!r}")
-
-
-def _problems(c: STNConfig):
-    """Yield what is wrong with a config, one line each (the first one is raised)."""
-    for name in ("epochs", "train_steps", "val_steps", "evaluate_every"):
-        if getattr(c, name) < 1:
-            yield f"{name} must be >= 1, got {getattr(c, name)}"
-    non_negative = "warmup_epochs warmup_steps weight_decay entropy_weight decay_window patience"
-    for name in (*non_negative.split(), "min_lr", "seed", "checkpoint_every_steps"):
-        if getattr(c, name) < 0:
-            yield f"{name} must be >= 0, got {getattr(c, name)}"
-    for name in ("lr", "hyper_lr", "scale_lr", "sigma_init"):
-        if not getattr(c, name) > 0:
-            yield f"{name} must be > 0, got {getattr(c, name)}"
-    for name in ("optimizer", "hyper_optimizer"):
-        if getattr(c, name) not in OPTIMIZERS:
-            yield f"unknown {name} {getattr(c, name)!r}; valid: {', '.join(OPTIMIZERS)}"
-    if c.max_steps is not None and c.max_steps < 1:
-        yield f"max_steps must be >= 1 or None, got {c.max_steps}"
-    if c.grad_clip is not None and not c.grad_clip > 0:
-        yield f"grad_clip must be > 0 or None, got {c.grad_clip}"
-    if not 0 <= c.momentum < 1:
-        yield f"momentum must be in [0, 1), got {c.momentum}"
-    if c.nesterov and (c.optimizer != "sgd" or c.momentum == 0):
-        yield "nesterov needs optimizer 'sgd' and momentum > 0"
-    if not 0 < c.lr_decay <= 1:
-        yield f"lr_decay must be in (0, 1], got {c.lr_decay}"
-    if c.linearize and not c.delta:
-        yield "linearize is a Delta-STN option: set delta=True too"
-    if c.tune_scales and not c.perturbs_in_val:
-        yield "tune_scales needs perturbation in the hyper steps (perturb_in_val True or None)"
-    try:
-        torch.device(c.device)
-    except RuntimeError:
-        yield f"unknown device {c.device!r}; e.g. 'cpu', 'cuda', 'cuda:1'"
-
-
-@dataclass
-class STNResult:
-    """What a run returns. Losses and metrics are those of the best-validation evaluation, and
-    `hparams` the hyperparameters of that moment; `model` and `hyper` hold that state too. A
-    diverged run reports its best evaluation before diverging (NaN if there was none)."""
-
-    status: str  # "ok" | "diverged" | "interrupted"
-    val_loss: float
-    test_loss: float
-    val_metric: float
-    test_metric: float
-    metric_name: str
-    epochs: int  # epochs trained (a partial last one counts)
-    steps: int  # weight steps (training batches) taken
-    wall_s: float  # wall-clock seconds, summed over resumed segments
-    hparams: dict[str, float]
-    final_hparams: dict[str, float]
-    final_scales: dict[str, float]
-    trajectory_len: int  # hyper steps taken (one logged row each)
-    best_step: int | None  # weight step of the best-validation evaluation
-    model: nn.Module | None = field(default=None, repr=False)
-    hyper: Hyper | None = field(default=None, repr=False)
-
-    def as_record(self) -> dict[str, Any]:
-        """A JSON-ready dict with the run store's result keys (and a few more)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("model", "hyper")}
 
 
 def train(
@@ -303,44 +149,6 @@ def _to(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-class _Linearized(nn.Module):
-    """Delta-STN's linearised response: f(x; h=0) + J_h f(x; 0) . h, with h the centred
-    hypernet input of the step's HyperBatch `hb` (set by the loop before each use). The model
-    may be called with `hb` itself or with `hb.net_input`; other arguments pass unchanged."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.inner, self.hb = model, None
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        hb = self.hb
-
-        def swap(a: Any, h: Tensor) -> Any:
-            if a is hb:
-                return HyperBatch(hb.space, hb.values, h)
-            return h if a is hb.net_input else a
-
-        if not any(a is hb or a is hb.net_input for a in (*args, *kwargs.values())):
-            raise ConfigError(
-                "linearize=True: call the model with the step's HyperBatch (or its net_input)"
-            )
-
-        def f(h: Tensor) -> Any:
-            return self.inner(
-                *(swap(a, h) for a in args), **{k: swap(v, h) for k, v in kwargs.items()}
-            )
-
-        h = hb.net_input  # (B, n): lambda~ - lambda, the perturbation
-        out, tangent = torch.func.jvp(f, (torch.zeros_like(h),), (h,))
-        return _add(out, tangent)
-
-    def __getattr__(self, name: str) -> Any:  # the problem may use the model's own methods
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.inner, name)
-
-
 @contextmanager
 def _frozen(model: nn.Module) -> Iterator[None]:
     """The model's parameters require no gradient inside the block (restored after).
@@ -359,16 +167,6 @@ def _frozen(model: nn.Module) -> Iterator[None]:
     finally:
         for p in params:
             p.requires_grad_(True)
-
-
-def _add(out: Any, tangent: Any) -> Any:
-    if isinstance(out, Tensor):
-        return out + tangent if out.is_floating_point() else out
-    if isinstance(out, (tuple, list)):
-        return type(out)(_add(o, t) for o, t in zip(out, tangent))
-    if isinstance(out, dict):
-        return {k: _add(v, tangent[k]) for k, v in out.items()}
-    return out
 
 
 class _Run:
@@ -401,7 +199,7 @@ class _Run:
         }
         self.opts["hyper"] = _optimizer(cfg.hyper_optimizer, [self.hyper.raw], cfg.hyper_lr)
         self.opts["scale"] = _optimizer(cfg.hyper_optimizer, [self.hyper.raw_scale], cfg.scale_lr)
-        self.linearized = _Linearized(self.model) if cfg.linearize else None
+        self.linearized = Linearized(self.model) if cfg.linearize else None
         self.plateau = Plateau(cfg.lr_decay, cfg.decay_window, cfg.patience, cfg.min_lr)
         # counters: weight steps, hyper steps, epoch, batches consumed in it, weight steps in the
         # current cycle, the validation stream's pass and position, the last evaluated step

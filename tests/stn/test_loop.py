@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from stn import STNConfig, train
-from stn.loop import ConfigError, _Linearized, _Run
+from stn.delta import Linearized
+from stn.loop import ConfigError, _Run
 from stn.schedule import Plateau
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -74,7 +75,7 @@ def test_linearized_response_is_first_order_in_the_perturbation(toy_problem):
     for p in run.model.parameters():
         torch.nn.init.normal_(p, std=0.5)  # a non-zero response to linearise
     run.model.eval()
-    lin, x = _Linearized(run.model), problem.split["val"][0]
+    lin, x = Linearized(run.model), problem.split["val"][0]
     lin.hb = at_centre = run.hyper.batch(len(x), perturb=False)
     assert torch.equal(lin(x, at_centre), run.model(x, at_centre))  # exact at the centre
     errors = []

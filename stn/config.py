@@ -1,0 +1,169 @@
+"""Settings and result of one STN run: `STNConfig` (checked when built) and `STNResult`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from .hyper import Hyper
+
+__all__ = ["OPTIMIZERS", "ConfigError", "STNConfig", "STNResult"]
+
+
+class ConfigError(ValueError):
+    """An invalid STN configuration or setup (a user mistake: one-line message)."""
+
+
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
+
+
+@dataclass(frozen=True)
+class STNConfig:
+    """Settings of one STN run. Defaults: the paper's CNN setting (PAPER.md)."""
+
+    epochs: int = 10  # passes over the training batches
+    max_steps: int | None = None  # optional cap on weight steps (a step budget)
+    warmup_epochs: int = 0  # weight steps only during these first epochs ...
+    warmup_steps: int = 0  # ... and these first weight steps (CNN: 5 epochs; LSTM: ~1 epoch)
+    train_steps: int = 2  # T_train: weight steps per cycle
+    val_steps: int = 1  # T_val: hyper steps per cycle
+    optimizer: str = "sgd"  # weights: "sgd" | "adam" | "rmsprop"
+    lr: float = 0.01  # weights' learning rate
+    momentum: float = 0.9  # sgd / rmsprop momentum
+    nesterov: bool = False  # sgd only
+    weight_decay: float = 0.0  # the optimiser's own decay (a tuned decay belongs in the problem)
+    grad_clip: float | None = None  # max norm of the weights' gradient, per group (PTB: 0.25)
+    hyper_optimizer: str = "adam"  # hyperparameters and scales: "sgd" | "adam" | "rmsprop"
+    hyper_lr: float = 3e-3  # hyperparameters' learning rate
+    scale_lr: float = 3e-3  # perturbation scales' learning rate
+    tune_scales: bool = True  # learn sigma: perturb in hyper steps, minus entropy_weight * H
+    perturb_in_val: bool | None = None  # perturb in hyper steps; None: as tune_scales
+    entropy_weight: float = 1e-3  # tau, weight of the perturbation's entropy
+    sigma_init: float = 0.5  # initial perturbation scale (unconstrained units)
+    anchored: bool = False  # layers see u~ - u0 instead of u~ (stn.Hyper; the PTB experiments)
+    delta: bool = False  # Delta-STN: centred input, V = 0 at start, split weight updates
+    linearize: bool = False  # Delta-STN: train the response through its linearisation (jvp)
+    evaluate_every: int = 1  # full val/test evaluation every this many epochs
+    lr_decay: float = 1.0  # weights' LR x this on a validation plateau (1: off; CNN 0.1)
+    decay_window: int = 0  # non-monotone window, in evaluations (0: off; CNN 60, LSTM 5)
+    patience: int = 0  # stop after this many evaluations without a new best (0: off)
+    min_lr: float = 0.0  # stop once the weights' LR is below this (LSTM: 3e-4)
+    seed: int = 0  # seeds Python, NumPy and torch at the start of a fresh run
+    device: str = "cpu"  # torch device of the model, hyperparameters and batches
+    checkpoint_every_steps: int = 0  # also save every this many weight steps (0: end only)
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        for problem in _problems(self):
+            raise ConfigError(problem)
+
+    @property
+    def perturbs_in_val(self) -> bool:
+        return self.tune_scales if self.perturb_in_val is None else self.perturb_in_val
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> STNConfig:
+        """A config from keyword values; an unknown key is an error listing the valid ones."""
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(valid))
+        if unknown:
+            raise ConfigError(f"unknown STNConfig keys {unknown}; valid: {', '.join(valid)}")
+        return cls(**values)
+
+    @classmethod
+    def delta_stn(cls, **overrides: Any) -> STNConfig:
+        """Delta-STN's preset (Bae & Grosse's code): RMSprop 1e-2 for the hyperparameters,
+        5 weight steps per hyper step, sigma 1.0, entropy weight 1e-3, linearised response."""
+        preset = dict(
+            delta=True,
+            linearize=True,
+            hyper_optimizer="rmsprop",
+            hyper_lr=1e-2,
+            scale_lr=1e-2,
+            train_steps=5,
+            sigma_init=1.0,
+            entropy_weight=1e-3,
+        )
+        return cls.from_dict({**preset, **overrides})
+
+
+_KINDS = {"int": int, "float": (int, float), "bool": bool, "str": str}
+
+
+def _check_types(cfg: STNConfig) -> None:
+    for f in fields(cfg):
+        v, kinds = getattr(cfg, f.name), [k.strip() for k in str(f.type).split("|")]
+        if v is None and "None" in kinds:
+            continue
+        if not any(
+            isinstance(v, _KINDS[k]) and (k == "bool") == isinstance(v, bool)
+            for k in kinds
+            if k in _KINDS
+        ):
+            raise ConfigError(f"STNConfig.{f.name} must be {f.type}, got {v!r}")
+
+
+def _problems(c: STNConfig):
+    """Yield what is wrong with a config, one line each (the first one is raised)."""
+    for name in ("epochs", "train_steps", "val_steps", "evaluate_every"):
+        if getattr(c, name) < 1:
+            yield f"{name} must be >= 1, got {getattr(c, name)}"
+    non_negative = "warmup_epochs warmup_steps weight_decay entropy_weight decay_window patience"
+    for name in (*non_negative.split(), "min_lr", "seed", "checkpoint_every_steps"):
+        if getattr(c, name) < 0:
+            yield f"{name} must be >= 0, got {getattr(c, name)}"
+    for name in ("lr", "hyper_lr", "scale_lr", "sigma_init"):
+        if not getattr(c, name) > 0:
+            yield f"{name} must be > 0, got {getattr(c, name)}"
+    for name in ("optimizer", "hyper_optimizer"):
+        if getattr(c, name) not in OPTIMIZERS:
+            yield f"unknown {name} {getattr(c, name)!r}; valid: {', '.join(OPTIMIZERS)}"
+    if c.max_steps is not None and c.max_steps < 1:
+        yield f"max_steps must be >= 1 or None, got {c.max_steps}"
+    if c.grad_clip is not None and not c.grad_clip > 0:
+        yield f"grad_clip must be > 0 or None, got {c.grad_clip}"
+    if not 0 <= c.momentum < 1:
+        yield f"momentum must be in [0, 1), got {c.momentum}"
+    if c.nesterov and (c.optimizer != "sgd" or c.momentum == 0):
+        yield "nesterov needs optimizer 'sgd' and momentum > 0"
+    if not 0 < c.lr_decay <= 1:
+        yield f"lr_decay must be in (0, 1], got {c.lr_decay}"
+    if c.linearize and not c.delta:
+        yield "linearize is a Delta-STN option: set delta=True too"
+    if c.tune_scales and not c.perturbs_in_val:
+        yield "tune_scales needs perturbation in the hyper steps (perturb_in_val True or None)"
+    try:
+        torch.device(c.device)
+    except RuntimeError:
+        yield f"unknown device {c.device!r}; e.g. 'cpu', 'cuda', 'cuda:1'"
+
+
+@dataclass
+class STNResult:
+    """What a run returns. Losses and metrics are those of the best-validation evaluation, and
+    `hparams` the hyperparameters of that moment; `model` and `hyper` hold that state too. A
+    diverged run reports its best evaluation before diverging (NaN if there was none)."""
+
+    status: str  # "ok" | "diverged" | "interrupted"
+    val_loss: float
+    test_loss: float
+    val_metric: float
+    test_metric: float
+    metric_name: str
+    epochs: int  # epochs trained (a partial last one counts)
+    steps: int  # weight steps (training batches) taken
+    wall_s: float  # wall-clock seconds, summed over resumed segments
+    hparams: dict[str, float]
+    final_hparams: dict[str, float]
+    final_scales: dict[str, float]
+    trajectory_len: int  # hyper steps taken (one logged row each)
+    best_step: int | None  # weight step of the best-validation evaluation
+    model: nn.Module | None = field(default=None, repr=False)
+    hyper: Hyper | None = field(default=None, repr=False)
+
+    def as_record(self) -> dict[str, Any]:
+        """A JSON-ready dict with the run store's result keys (and a few more)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("model", "hyper")}
