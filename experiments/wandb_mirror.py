@@ -152,7 +152,17 @@ class Mirror:
         log.info("W&B %s run %s in %s", self.mode, run.id, dir)
         return run
 
-    def _fail(self, why: str) -> None:
+    def _fail(self, why: str, broken: bool = False) -> None:
+        """Turn this mode off for the process. `broken`: a started run failed, typically because
+        W&B's service process died (SLURM signals every process of a job at its time limit);
+        close the connection now, or W&B's exit hook prints a traceback into the job's log."""
+        if broken:
+            try:
+                import wandb
+
+                wandb.teardown()
+            except Exception:  # noqa: BLE001 - the service is gone; nothing left to close
+                pass
         if self.mode not in _FAILED:
             log.warning(
                 "W&B mirror (%s) off for this process: %s; the local run record is unaffected",
@@ -177,7 +187,7 @@ class Mirror:
                 self._defined.add(key)
             self.run.log({**{k: v for k, v in row.items() if v is not None}, STEP: step})
         except Exception as e:
-            self._fail(f"log failed ({type(e).__name__}: {e})")
+            self._fail(f"log failed ({type(e).__name__}: {e})", broken=True)
 
     def summary(self, **values: Any) -> None:
         """Set summary values, e.g. best_val_loss=..., test_loss=... (None values skipped)."""
@@ -186,7 +196,7 @@ class Mirror:
         try:
             self.run.summary.update({k: v for k, v in values.items() if v is not None})
         except Exception as e:
-            self._fail(f"summary failed ({type(e).__name__}: {e})")
+            self._fail(f"summary failed ({type(e).__name__}: {e})", broken=True)
 
     def finish(self, exit_code: int = 0) -> None:
         """Close the run (exit_code != 0 marks it failed in W&B). Safe to call twice."""
@@ -197,7 +207,7 @@ class Mirror:
             sync_file = Path(run.settings.sync_file) if self.mode == "offline" else None
             run.finish(exit_code=exit_code)
         except Exception as e:
-            self._fail(f"finish failed ({type(e).__name__}: {e})")
+            self._fail(f"finish failed ({type(e).__name__}: {e})", broken=True)
             return
         # finish() can return before W&B's service process has written the offline file; a
         # SLURM job's processes are killed when it ends, so wait (bounded) for the records.

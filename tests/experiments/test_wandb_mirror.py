@@ -126,6 +126,39 @@ def test_a_child_process_writes_through_its_own_wandb_service(tmp_path):
         parent.finish()
 
 
+KILLED = """
+import os, signal, sys, time
+from experiments.wandb_mirror import Mirror
+m = Mirror("offline", project="p", group="g", job_type="stn", name="c", run_id="c", config={},
+           tags=[], dir=sys.argv[1])
+m.log({"val_loss": 0.5}, step=1)
+for pid in filter(str.isdigit, os.listdir("/proc")):  # W&B's service: a child of ours
+    try:
+        ppid = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]
+    except OSError:
+        continue
+    if ppid == str(os.getpid()):
+        os.kill(int(pid), signal.SIGTERM)
+time.sleep(1)
+m.log({"val_loss": 0.4}, step=2)
+m.finish()
+print("trained on")
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_a_killed_wandb_service_gives_one_warning_and_no_traceback(tmp_path):
+    """At a SLURM time limit every process of the job gets SIGTERM, W&B's service first."""
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    env["PYTHONPATH"] = str(root)
+    cmd = [sys.executable, "-c", KILLED, str(tmp_path / "run")]
+    done = subprocess.run(cmd, timeout=120, env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout == "trained on\n", done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "W&B mirror (offline) off for this process: log failed" in lines[0]
+
+
 def test_online_without_key_warns_once_and_returns_at_once(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
     t0 = time.monotonic()
