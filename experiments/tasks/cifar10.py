@@ -25,7 +25,7 @@ from stn.space import HParam, Space
 
 from .common import ClassificationProblem, with_init
 
-__all__ = ["AlexNet", "Cifar10Task"]
+__all__ = ["AlexNet", "Cifar10Problem", "Cifar10Task"]
 
 MEAN = (0.4914, 0.4822, 0.4465)  # per-channel statistics of the CIFAR-10 training images
 STD = (0.2470, 0.2435, 0.2616)

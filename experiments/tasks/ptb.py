@@ -29,7 +29,7 @@ from stn.space import HParam, Space, SpaceError
 
 from .common import eval_mode, with_init
 
-__all__ = ["PTB_HPARAMS", "LSTMLM", "PTBTask"]
+__all__ = ["PTB_HPARAMS", "LSTMLM", "PTBProblem", "PTBTask"]
 
 PTB_HPARAMS = (
     "output_dropout",
