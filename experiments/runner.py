@@ -263,6 +263,8 @@ def run_experiment(
     methods = tuple(methods) if methods is not None else exp.methods
     if not methods:
         raise SpecError("the method list is empty")
+    if len(set(methods)) != len(methods):  # two jobs would train into one run folder
+        raise SpecError(f"repeated methods {list(methods)}")
     if wandb is None:
         wandb = "offline" if exp.launch.launcher == "slurm" else "off"
     if wandb not in WANDB_MODES:

@@ -112,6 +112,8 @@ class Experiment:
             raise SpecError(f"{self.name}: repeated seeds {list(self.seeds)}")
         if not self.methods:
             raise SpecError(f"{self.name}: the method list is empty")
+        if len(set(self.methods)) != len(self.methods):
+            raise SpecError(f"{self.name}: repeated methods {list(self.methods)}")
 
 
 def derive_seed(seed: int, method: str, trial: int | None = None) -> int:

@@ -126,6 +126,7 @@ def test_methods_and_seeds_select_units_and_smoke_applies(tmp_path):
         ({"methods": ["sgd"]}, "unknown method 'sgd'; valid: stn, delta-stn, fixed, grid, random"),
         ({"methods": []}, "the method list is empty"),
         ({"seeds": []}, "the seed list is empty"),
+        ({"methods": ["stn", "random", "stn"]}, "repeated methods ['stn', 'random', 'stn']"),
         ({"overrides": ["budget.trials=-2"]}, "budget.trials must be positive"),
         ({"overrides": ["task.epoch=2"]}, "valid: name, reproduces, task.epochs"),
         ({"launcher": "cloud"}, "unknown launcher 'cloud'"),

@@ -139,6 +139,8 @@ def test_spec_validation():
         make(seeds=())
     with pytest.raises(SpecError, match="repeated seeds"):
         make(seeds=(1, 1))
+    with pytest.raises(SpecError, match=r"repeated methods \['stn', 'stn'\]"):
+        make(methods=("stn", "stn"))
     with pytest.raises(SpecError, match="needs from_method"):
         Variant(use="final")
     with pytest.raises(SpecError, match="valid: values, final, schedule"):
