@@ -23,7 +23,7 @@ from stn.layers import STNConv2d, STNLinear
 from stn.regularizers import channel_dropout, dropout, input_noise
 from stn.space import HParam, Space
 
-from .common import ClassificationProblem, with_init
+from .common import ClassificationProblem, check_task, with_init
 
 __all__ = ["AlexNet", "Cifar10Problem", "Cifar10Task"]
 
@@ -53,6 +53,9 @@ class Cifar10Task:
     patience: int = 75  # stop after 75 epochs without a new best
     min_lr: float = 0.0
     init: Mapping[str, float] = field(default_factory=dict)  # initial values other than below
+
+    def __post_init__(self) -> None:
+        check_task(self)
 
     def space(self) -> Space:
         """The 15 hyperparameters of PAPER.md with their ranges and initial values."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 import torch
@@ -22,9 +22,58 @@ from stn.hyper import HyperBatch
 from stn.problem import HyperFn
 from stn.space import Space, SpaceError
 
-__all__ = ["ClassificationProblem", "eval_mode", "generator", "penalised_weights", "with_init"]
+__all__ = [
+    "ClassificationProblem",
+    "TaskError",
+    "check_task",
+    "eval_mode",
+    "generator",
+    "penalised_weights",
+    "with_init",
+]
 
 TRAIN, VAL = 0, 1  # the streams of `generator`
+
+
+class TaskError(ValueError):
+    """A task setting out of its valid range (a user mistake: one-line message)."""
+
+
+def _between(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False):
+    def ok(v: Any) -> bool:
+        return (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)
+
+    return ok, f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+
+_POSITIVE = (lambda v: v > 0, "> 0")
+_NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+# The rule of each task field of this name (None is valid where a field allows it).
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **dict.fromkeys("hidden layers emb bptt batch eval_batch data_limit width".split(), _POSITIVE),
+    **dict.fromkeys("epochs max_steps lr grad_clip".split(), _POSITIVE),
+    **dict.fromkeys(
+        "split_seed decay_window patience min_lr noise_max ar_max tar_max".split(), _NON_NEGATIVE
+    ),
+    "val_frac": _between(0, 1, True, True),
+    "test_frac": _between(0, 1, True, True),
+    "momentum": _between(0, 1, hi_open=True),
+    "lr_decay": _between(0, 1, lo_open=True),
+    "dropout_max": _between(0, 1, lo_open=True),
+    "input_dropout_max": _between(0, 1, lo_open=True),
+    "optimizer": (lambda v: v in ("sgd", "adam"), "'sgd' or 'adam'"),
+}
+
+
+def check_task(task: Any) -> None:
+    """Check a task config's settings and its search space; raise TaskError (or SpaceError)
+    naming the first bad one. Tasks call it when built, so an override like task.lr=-1 fails
+    before anything runs."""
+    for f in fields(task):
+        rule, value = _RULES.get(f.name), getattr(task, f.name)
+        if rule is not None and value is not None and not rule[0](value):
+            raise TaskError(f"{type(task).__name__}.{f.name} must be {rule[1]}, got {value!r}")
+    task.space()  # ranges and initial values
 
 
 def generator(*keys: int) -> torch.Generator:

@@ -20,7 +20,7 @@ from stn.layers import STNLinear
 from stn.regularizers import dropout, input_noise, weight_decay
 from stn.space import HParam, Space
 
-from .common import ClassificationProblem, penalised_weights, with_init
+from .common import ClassificationProblem, check_task, penalised_weights, with_init
 
 __all__ = ["DigitsMLP", "DigitsTask"]
 
@@ -44,6 +44,9 @@ class DigitsTask:
     wd_range: tuple[float, float] = (1e-6, 1e-2)  # weight decay range (log scale)
     noise_max: float = 0.5  # upper end of the input-noise std range (pixels are in [0, 1])
     init: Mapping[str, float] = field(default_factory=dict)  # initial values other than below
+
+    def __post_init__(self) -> None:
+        check_task(self)
 
     def space(self) -> Space:
         """input_dropout, dropout1..L, weight_decay, input_noise; all start weakly regularised."""

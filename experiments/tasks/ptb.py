@@ -27,7 +27,7 @@ from stn.problem import HyperFn
 from stn.regularizers import ar_penalty, locked_dropout, tar_penalty
 from stn.space import HParam, Space, SpaceError
 
-from .common import eval_mode, with_init
+from .common import check_task, eval_mode, with_init
 
 __all__ = ["PTB_HPARAMS", "LSTMLM", "PTBProblem", "PTBTask"]
 
@@ -68,6 +68,10 @@ class PTBTask:
     decay_window: int = 5  # ... of 5 evaluations
     patience: int = 20  # stop after 20 evaluations without a new best ...
     min_lr: float = 3e-4  # ... or once the LR is below 3e-4
+
+    def __post_init__(self) -> None:
+        check_task(self)
+        self.fixed_values()
 
     def full_space(self) -> Space:
         """All seven hyperparameters with their ranges (init 0.05 each)."""

@@ -180,3 +180,26 @@ def test_missing_dataset_is_one_line_naming_file_and_command(task, missing, tmp_
         msg = str(err.value)
         assert "\n" not in msg and missing in msg and "python -m experiments download" in msg
     DigitsTask().check_data()
+
+
+@pytest.mark.parametrize(
+    "task, setting, message",
+    [
+        (DigitsTask, {"hidden": 0}, "DigitsTask.hidden must be > 0, got 0"),
+        (DigitsTask, {"lr": -1.0}, "DigitsTask.lr must be > 0, got -1.0"),
+        (DigitsTask, {"val_frac": 1.0}, "DigitsTask.val_frac must be in (0, 1), got 1.0"),
+        (DigitsTask, {"optimizer": "rmsprop"}, "must be 'sgd' or 'adam', got 'rmsprop'"),
+        (DigitsTask, {"wd_range": (0.1, 0.01)}, "weight_decay: empty range (0.1, 0.01)"),
+        (Cifar10Task, {"momentum": 1.0}, "Cifar10Task.momentum must be in [0, 1), got 1.0"),
+        (Cifar10Task, {"lr_decay": 0.0}, "Cifar10Task.lr_decay must be in (0, 1], got 0.0"),
+        (Cifar10Task, {"init": {"hue": 0.9}}, "hue: init 0.9 outside the range"),
+        (PTBTask, {"bptt": 0}, "PTBTask.bptt must be > 0, got 0"),
+        (PTBTask, {"dropout_max": 1.5}, "PTBTask.dropout_max must be in (0, 1], got 1.5"),
+        (PTBTask, {"tune": ("output_dropout",), "fixed": {"bogus": 0.1}}, "fixed: ['bogus']"),
+    ],
+)
+def test_a_bad_setting_fails_when_the_task_is_built(task, setting, message):
+    with pytest.raises(ValueError) as e:  # TaskError or SpaceError: one line each
+        task(**setting)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    task(**{k: v for k, v in task().__dict__.items() if k in setting})  # the defaults are valid
