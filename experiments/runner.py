@@ -269,6 +269,7 @@ def run_experiment(
         wandb = "offline" if exp.launch.launcher == "slurm" else "off"
     if wandb not in WANDB_MODES:
         raise SpecError(f"unknown wandb mode {wandb!r}; valid: {', '.join(WANDB_MODES)}")
+    _check_runs_dir(Path(runs_dir))
     objectives = {**_default_objectives(), **(objectives or {})}
     units = _plan(exp, methods, Path(runs_dir), objectives, wandb, bar)
     executor = make_executor(exp.launch, Path(runs_dir) / exp.name / ".submitit", name=exp.name)
@@ -289,6 +290,17 @@ def run_experiment(
         for p in [progress] + [u.progress for u in units if isinstance(u, Search)]:
             p.close()
     return {(u.method, u.seed): _outcome(u) for u in units}
+
+
+def _check_runs_dir(path: Path) -> None:
+    """The run store's folder must be a folder we can write, or creatable in one."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SpecError(f"--runs-dir {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SpecError(f"--runs-dir {path}: {existing} is not writable")
 
 
 def _outcome(u: SingleRun | Search) -> dict[str, Any]:

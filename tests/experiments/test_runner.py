@@ -143,6 +143,14 @@ def test_bad_input_raises_before_anything_is_written(tmp_path, kwargs, needle):
     assert not any(tmp_path.iterdir())
 
 
+def test_a_runs_dir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "runs").write_text("not a folder")
+    for where in ("runs", "runs/sub"):
+        with pytest.raises(SpecError, match=f"--runs-dir .*{where}: .*runs is not a folder"):
+            run_experiment(toy_exp(), runs_dir=tmp_path / where, objectives=OBJECTIVES)
+    assert (tmp_path / "runs").read_text() == "not a folder"
+
+
 def test_run_folders_of_another_spec_are_not_reused(tmp_path):
     run_experiment(toy_exp(), ["stn", "random"], [0], tmp_path, objectives=OBJECTIVES)
     before = files(tmp_path)
