@@ -10,25 +10,25 @@ One `Search` is one (method, experiment seed) of an experiment, in `<runs>/<exp>
 Rerunning an interrupted search rebuilds the searcher by replaying the journal, so it proposes
 exactly what it would have; trials asked but not told are picked up again (their result.json if
 they finished meanwhile, else the job is re-attached or resubmitted and resumes from its
-checkpoint). No trial id is ever asked twice.
+checkpoint). No trial id is ever asked twice. What a trial's job runs, and how jobs are
+submitted and collected: experiments/jobs.py.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .jobs import Done, adopt_slurm_job, collect, failed_record, finite, submit, trial_job
 from .progress import Progress
 from .spec import Experiment, SpecError, derive_seed, to_dict
-from .store import RESULT_KEYS, STATUSES, RunDir, atomic_write_bytes, atomic_write_json, run_path
+from .store import STATUSES, RunDir, atomic_write_bytes, atomic_write_json, run_path
 
-__all__ = ["JOURNAL", "SUMMARY", "Search", "failed_record", "run_search", "submit", "trial_job"]
+__all__ = ["JOURNAL", "SUMMARY", "Search", "check_searcher", "run_search", "search_job"]
 
 JOURNAL = "search_journal.jsonl"
 SUMMARY = "search.json"
@@ -36,136 +36,6 @@ JOBS = "jobs.json"
 # Searchers whose proposals do not depend on results: on SLURM their trials go as one job array.
 INDEPENDENT = ("fixed", "grid", "random")
 _SUMMARY_KEYS = ("val_loss", "test_loss", "val_metric", "test_metric", "epochs", "wall_s", "error")
-_SLURM_LIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED")
-
-
-# --- what a job runs ------------------------------------------------------------------------
-
-
-def failed_record(
-    error: BaseException | str, params: Mapping[str, float] | None, wall_s: float = 0.0
-) -> dict[str, Any]:
-    """A result record for a trial that raised (or whose job died)."""
-    msg = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    rec: dict[str, Any] = dict.fromkeys(RESULT_KEYS)
-    rec.update(status="failed", epochs=0.0, wall_s=wall_s, hparams=dict(params or {}))
-    rec["error"] = msg.strip().splitlines()[-1] if msg.strip() else "failed"
-    return rec
-
-
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def guarded(
-    fn: Callable[..., dict],
-    run_dir: Path,
-    params: Mapping[str, float] | None,
-    *args: Any,
-    **kwargs: Any,
-) -> dict[str, Any]:
-    """Call fn(*args, device=..., **kwargs); record an exception or a NaN result as "failed"
-    in run_dir/result.json instead of raising, so the search goes on."""
-    start, run = time.time(), RunDir(run_dir)
-    try:
-        rec = dict(fn(*args, device=_device(), **kwargs))
-    except Exception as e:  # noqa: BLE001 - any training error is recorded, never fatal
-        traceback.print_exc()  # into the job's log
-        rec = failed_record(e, params, time.time() - start)
-        run.write_result(rec)
-        return rec
-    if rec.get("status", "ok") == "ok" and not _finite(rec.get("val_loss")):
-        rec = {
-            **rec,
-            "status": "failed",
-            "error": f"non-finite validation loss {rec.get('val_loss')!r}",
-        }
-        run.write_result({**dict.fromkeys(RESULT_KEYS), **rec})
-    return rec
-
-
-def trial_job(
-    objective: Callable[..., dict],
-    exp: Experiment,
-    method: str,
-    seed: int,
-    params: Mapping[str, float] | None,
-    run_dir: Path,
-    **options: Any,
-) -> dict:
-    """The function a trial's job runs: objective.run_trial(..., **options), guarded. Options:
-    epochs, resume_from (a run folder), variant, wandb."""
-    return guarded(objective, run_dir, params, exp, method, seed, params, run_dir, **options)
-
-
-class _Done:
-    """A finished 'job' for a result read from the run store."""
-
-    job_id = None
-
-    def __init__(self, record: dict[str, Any]):
-        self.record = record
-
-    def done(self) -> bool:
-        return True
-
-    def result(self) -> dict[str, Any]:
-        return self.record
-
-
-Call = tuple[Callable[..., Any], tuple, dict[str, Any]]  # fn, args, kwargs
-
-
-def submit(executor: Any, calls: list[Call], max_array: int) -> list:
-    """Submit each call as a job that SLURM requeues after a timeout or preemption (the call
-    finds its checkpoint again); several calls go as job arrays of at most `max_array` tasks."""
-    from slurm.jobs import ResumableJob
-
-    jobs: list = []
-    for start in range(0, len(calls), max_array):
-        wrapped = [
-            ResumableJob(fn, *args, **kw) for fn, args, kw in calls[start : start + max_array]
-        ]
-        if len(wrapped) == 1:  # a single job: not an array of one
-            jobs.append(executor.submit(wrapped[0]))
-            continue
-        with executor.batch():
-            chunk = [executor.submit(w) for w in wrapped]
-        jobs.extend(chunk)
-    return jobs
-
-
-def collect(job: Any, run_dir: Path, params: Mapping[str, float] | None) -> dict[str, Any]:
-    """The record of a finished job; if the job itself died, record the failure for it."""
-    try:
-        rec = job.result()
-        if not isinstance(rec, Mapping):
-            raise TypeError(f"the trial returned {type(rec).__name__}, not a result record")
-        return dict(rec)
-    except Exception as e:  # noqa: BLE001 - e.g. the job was killed (OOM, node failure)
-        rec = RunDir(run_dir).read_result() or failed_record(e, params)
-        if not RunDir(run_dir).done:
-            RunDir(run_dir).write_result(rec)
-        return rec
-
-
-def adopt_slurm_job(executor: Any, job_id: str | None) -> Any | None:
-    """Re-attach to a SLURM job still queued or running from an interrupted sweep."""
-    if not job_id:
-        return None
-    try:
-        from submitit.slurm.slurm import SlurmJob
-
-        job = SlurmJob(folder=executor.folder, job_id=str(job_id))
-        return job if job.state in _SLURM_LIVE else None
-    except Exception:  # noqa: BLE001 - unknown to sacct: resubmit instead
-        return None
 
 
 # --- the search -----------------------------------------------------------------------------
@@ -298,7 +168,7 @@ class Search:
             rec = RunDir(self.trial_dir(t)).read_result()
             adopted = None if rec else self._adopt(executor, t)
             if rec is not None:
-                self.inflight[t] = _Done(rec)
+                self.inflight[t] = Done(rec)
             elif adopted is not None:
                 self.inflight[t] = adopted
             else:
@@ -376,7 +246,7 @@ class Search:
             }
             row.update((k, rec[k]) for k in _SUMMARY_KEYS if k in rec)
             trials.append(row)
-        ok = [r for r in trials if r["status"] == "ok" and _finite(r.get("val_loss"))]
+        ok = [r for r in trials if r["status"] == "ok" and finite(r.get("val_loss"))]
         best = min(ok, key=lambda r: (r["val_loss"], r["trial"])) if ok else None
         spent = self.searcher.spent
         return {

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from . import driver
-from .driver import SUMMARY, Call, Search
+from .driver import SUMMARY, Search
+from .jobs import Call, collect, stn_job, submit, trial_job
 from .progress import Progress
 from .spec import Experiment, SpecError, apply_overrides, derive_seed, to_dict
 from .spec import smoke as smoke_spec
@@ -66,18 +67,6 @@ def resolve(
     elif launcher is not None:
         exp = dataclasses.replace(exp, launch=launcher)
     return exp
-
-
-def stn_job(
-    objective: Callable[..., dict],
-    exp: Experiment,
-    method: str,
-    seed: int,
-    run_dir: Path,
-    wandb: str,
-) -> dict[str, Any]:
-    """The function an STN run's job runs: objective.run_stn, guarded."""
-    return driver.guarded(objective, run_dir, None, exp, method, seed, run_dir, wandb=wandb)
 
 
 class SingleRun:
@@ -122,7 +111,7 @@ class SingleRun:
         job = self.inflight.get(0)
         if job is None or not job.done():
             return 0
-        self.record = driver.collect(job, self.dir, None)
+        self.record = collect(job, self.dir, None)
         self.inflight.clear()
         return 1
 
@@ -232,7 +221,7 @@ def _variant(
         )
     args = (objective, exp, name, derive_seed(seed, name), None, d)
     kwargs = {"epochs": None, "resume_from": None, "variant": v, "wandb": wandb}
-    return SingleRun(name, seed, d, (driver.trial_job, args, kwargs), needs)
+    return SingleRun(name, seed, d, (trial_job, args, kwargs), needs)
 
 
 def run_experiment(
@@ -329,7 +318,7 @@ def _drive(units: list, executor: Any, launch: Any, parallel: int, progress: Pro
         if ready:
             _array_parallelism(executor, launch, launch.array_parallelism)
             for u, job in zip(
-                ready, driver.submit(executor, [u.call for u in ready], launch.max_array_size)
+                ready, submit(executor, [u.call for u in ready], launch.max_array_size)
             ):
                 u.inflight[0] = job
             room -= len(ready)
