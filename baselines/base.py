@@ -20,7 +20,7 @@ Loop, for a driver:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -111,13 +111,16 @@ class Searcher:
 
     Hooks: `_ask(trial_id) -> Suggestion | None` (None: nothing to propose until more results),
     `_tell(trial)` (after the base has recorded it), `_finished()` (a finite plan is complete),
-    `_describe()` (extra JSON-able settings). Set `stochastic = False` if the seed is unused and
-    `replay_adopts = True` if proposals depend on the results only (replay then takes the
-    journal's suggestions instead of recomputing them).
+    `_describe()` (extra JSON-able settings). Set `stochastic = False` if the seed is unused,
+    `finite_plan = True` if the searcher ends by itself (`_finished`; a trial budget is then not
+    needed), and `replay_adopts = True` if proposals depend on the results only (replay then
+    takes the journal's suggestions instead of recomputing them). `_check_int` and
+    `_check_choice` validate a subclass's own options.
     """
 
     name: ClassVar[str] = "searcher"
     stochastic: ClassVar[bool] = True
+    finite_plan: ClassVar[bool] = False
     replay_adopts: ClassVar[bool] = False
 
     @dataclass(frozen=True)
@@ -133,8 +136,7 @@ class Searcher:
             )
         if not isinstance(space, Space):
             raise SearcherError(f"{self.name}: space must be a stn.space.Space")
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-            raise SearcherError(f"{self.name}: seed must be a non-negative integer, got {seed!r}")
+        self._check_int("seed", seed, 0)
         self.space, self.seed = space, int(seed)
         self.options = self.Options(**options)
         self.budget = Budget.coerce(self.options.budget)
@@ -142,6 +144,16 @@ class Searcher:
         self.events: list[dict[str, Any]] = []
         self._spent = {"trials": 0, "epochs": 0.0, "seconds": 0.0}
         self._best: int | None = None
+
+    def _check_int(self, key: str, value: Any, low: int) -> None:
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise SearcherError(f"{self.name}: {key} must be an integer >= {low}, got {value!r}")
+
+    def _check_choice(self, key: str, value: Any, choices: Sequence[str]) -> None:
+        if value not in choices:
+            raise SearcherError(
+                f"{self.name}: unknown {key} {value!r}; valid: {', '.join(choices)}"
+            )
 
     # --- the interface ---
     def ask(self) -> Suggestion | None:

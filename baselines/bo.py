@@ -31,7 +31,7 @@ from torch import Tensor
 
 from stn.space import Space
 
-from .base import Searcher, SearcherError, Suggestion, random_params, require_bounded
+from .base import Searcher, Suggestion, random_params, require_bounded
 from .gp import GP, GPError, expected_improvement, fit_kernel
 
 __all__ = ["BayesOpt"]
@@ -55,11 +55,8 @@ class BayesOpt(Searcher):
         super().__init__(space, seed, **options)
         o = self.options
         for key, low in (("n_initial", 0), ("candidates", 1), ("refine", 1), ("restarts", 1)):
-            v = getattr(o, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                raise SearcherError(f"bo: {key} must be an integer >= {low}, got {v!r}")
-        if o.liar not in LIARS:
-            raise SearcherError(f"bo: unknown liar {o.liar!r}; valid: {', '.join(LIARS)}")
+            self._check_int(key, getattr(o, key), low)
+        self._check_choice("liar", o.liar, LIARS)
         require_bounded(space)
 
     def observations(self) -> tuple[Tensor, Tensor, int]:

@@ -50,13 +50,6 @@ class Kernel:
     signal: float  # variance of the standardised outputs explained by the Matern part
     noise: float  # observation noise variance, standardised units
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "lengthscale": self.lengthscale.tolist(),
-            "signal": self.signal,
-            "noise": self.noise,
-        }
-
 
 def matern52(x1: Tensor, x2: Tensor, lengthscale: Tensor) -> Tensor:
     """(n, d), (m, d), (d,) -> (n, m) Matern-5/2 correlations.

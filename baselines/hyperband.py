@@ -18,7 +18,7 @@ from typing import Any
 
 from stn.space import Space
 
-from .base import Searcher, SearcherError, Suggestion, Trial, random_params, require_bounded
+from .base import Searcher, Suggestion, Trial, random_params, require_bounded
 
 __all__ = ["Bracket", "Hyperband", "hyperband_plan", "max_bracket"]
 
@@ -55,6 +55,7 @@ def hyperband_plan(R: int, eta: int) -> list[Bracket]:
 
 class Hyperband(Searcher):
     name = "hyperband"
+    finite_plan = True
 
     @dataclass(frozen=True)
     class Options(Searcher.Options):
@@ -68,11 +69,8 @@ class Hyperband(Searcher):
         super().__init__(space, seed, **options)
         o = self.options
         for key, low in (("R", 1), ("eta", 2), ("rounds", 1)):
-            v = getattr(o, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                raise SearcherError(f"hyperband: {key} must be an integer >= {low}, got {v!r}")
-        if o.order not in ORDERS:
-            raise SearcherError(f"hyperband: unknown order {o.order!r}; valid: {', '.join(ORDERS)}")
+            self._check_int(key, getattr(o, key), low)
+        self._check_choice("order", o.order, ORDERS)
         require_bounded(space)
         self.brackets = hyperband_plan(o.R, o.eta)
         if o.order == "ascending":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +19,7 @@ class Fixed(Searcher):
 
     name = "fixed"
     stochastic = False
+    finite_plan = True
 
     @dataclass(frozen=True)
     class Options(Searcher.Options):
@@ -59,6 +60,7 @@ class Grid(Searcher):
 
     name = "grid"
     stochastic = False
+    finite_plan = True
 
     @dataclass(frozen=True)
     class Options(Searcher.Options):
@@ -70,30 +72,31 @@ class Grid(Searcher):
         names = list(self.options.params) if self.options.params is not None else space.names
         if not names or len(set(names)) != len(names):
             raise SearcherError(f"grid: params must be distinct names of {', '.join(space.names)}")
+        require_bounded(space.subset(names))  # a SpaceError names an unknown or half-bounded one
         pts = self.options.points
         pts = dict(pts) if isinstance(pts, Mapping) else dict.fromkeys(names, pts)
         for n in names:
-            space[n].from_unit(0.5)  # a SpaceError names an unknown or half-bounded one
-            k = pts.get(n)
-            if not isinstance(k, int) or isinstance(k, bool) or k < 2:
-                raise SearcherError(f"grid: points for {n} must be an integer >= 2, got {k!r}")
+            self._check_int(f"points for {n}", pts.get(n), 2)
         extra = sorted(set(pts) - set(names))
         if extra:
             raise SearcherError(f"grid: points given for {extra}, not in params {names}")
         self.axes = {n: grid_axis(space[n], pts[n]) for n in names}
-        self.grid = list(itertools.product(*self.axes.values()))
+        self.size = math.prod(len(a) for a in self.axes.values())  # never listed: 5^15 is a lot
 
     def _ask(self, trial_id: int) -> Suggestion | None:
-        if trial_id >= len(self.grid):
+        if trial_id >= self.size:
             return None
-        params = {**self.space.init(), **dict(zip(self.axes, self.grid[trial_id]))}
-        return Suggestion(trial_id, params)
+        point, rest = {}, trial_id  # trial_id in mixed radix, the last axis varying fastest
+        for name, axis in reversed(self.axes.items()):
+            rest, i = divmod(rest, len(axis))
+            point[name] = axis[i]
+        return Suggestion(trial_id, {**self.space.init(), **point})
 
     def _finished(self) -> bool:
-        return len(self.trials) == len(self.grid) and not self.pending
+        return len(self.trials) == self.size and not self.pending
 
     def _describe(self) -> dict[str, Any]:
-        return {"axes": {k: list(v) for k, v in self.axes.items()}, "size": len(self.grid)}
+        return {"axes": {k: list(v) for k, v in self.axes.items()}, "size": self.size}
 
 
 class RandomSearch(Searcher):

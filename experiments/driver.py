@@ -113,7 +113,7 @@ class Search:
         s = self.searcher.trials[trial].suggestion
         default = float(getattr(self.exp.task, "epochs", 0) or 0)
         total = float(s.budget) if s.budget is not None else default
-        if s.resume_from is not None and getattr(self.searcher.options, "resume", True):
+        if s.resume_from is not None:
             prev = self.searcher.trials[s.resume_from].suggestion.budget
             total -= float(prev) if prev is not None else default
         return max(total, 0.0)
@@ -190,7 +190,7 @@ class Search:
 
     def _trial_call(self, t: int) -> tuple[Callable[..., Any], tuple, dict[str, Any]]:
         s = self.searcher.trials[t].suggestion
-        resume = s.resume_from is not None and getattr(self.searcher.options, "resume", True)
+        resume = s.resume_from is not None
         seed = derive_seed(self.seed, self.method, t)
         args = (self.objective, self.exp, self.method, seed, dict(s.params), self.trial_dir(t))
         kwargs = {
@@ -352,9 +352,9 @@ def search_job(
 
 def finite_plan(method: str) -> bool:
     """Whether the searcher ends by itself (fixed, grid, Hyperband's brackets)."""
-    from baselines import SEARCHERS, Searcher
+    from baselines import SEARCHERS
 
-    return SEARCHERS[method]._finished is not Searcher._finished
+    return SEARCHERS[method].finite_plan
 
 
 def _searcher_options(exp: Experiment, method: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from baselines.base import STATUSES  # one list: the searchers are told these
 from stn.checkpoint import atomic_write
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
     "run_path",
 ]
 
-STATUSES = ("ok", "failed", "diverged")
 RESULT_KEYS = (
     "status",
     "val_loss",
