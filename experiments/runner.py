@@ -84,19 +84,16 @@ class SingleRun:
                 else None
             )
         self.inflight: dict[int, Any] = {}
-        # A run (not a whole search) that failed, e.g. its job died, runs again from its checkpoint.
-        self.retry = self.record is not None and self.record.get("status") == "failed"
-        if self.retry and call[0] is not driver.search_job:
-            self.record = None
-        else:
-            self.retry = False
 
     def reopen(self) -> None:
-        """Before the first submission: set a failed result aside (failed.json)."""
-        if self.retry and (rec := RunDir(self.dir).reopen_failed()):
-            print(f"{self.method} seed{self.seed}: resuming a failed run "
-                  f"({rec.get('error') or 'failed'})", file=sys.stderr, flush=True)  # fmt: skip
-        self.retry = False
+        """A run (not a whole search) that failed, e.g. its job died, runs again from its
+        checkpoint: its result is set aside as failed.json. Called once every check passed."""
+        if self.call[0] is driver.search_job or (self.record or {}).get("status") != "failed":
+            return
+        RunDir(self.dir).reopen_failed()
+        print(f"{self.method} seed{self.seed}: resuming a failed run "
+              f"({self.record.get('error') or 'failed'})", file=sys.stderr, flush=True)  # fmt: skip
+        self.record = None
 
     @property
     def ready(self) -> bool:
@@ -249,11 +246,9 @@ def run_experiment(
     exp = resolve(exp, smoke=smoke, overrides=overrides, launcher=launcher)
     if seeds is not None:
         exp = apply_overrides(exp, {"seeds": tuple(seeds)})
-    methods = tuple(methods) if methods is not None else exp.methods
-    if not methods:
-        raise SpecError("the method list is empty")
-    if len(set(methods)) != len(methods):  # two jobs would train into one run folder
-        raise SpecError(f"repeated methods {list(methods)}")
+    if methods is not None:  # checked like the spec's own: none, or one repeated
+        exp = apply_overrides(exp, {"methods": tuple(methods)})
+    methods = exp.methods
     if wandb is None:
         wandb = "offline" if exp.launch.launcher == "slurm" else "off"
     if wandb not in WANDB_MODES:

@@ -22,7 +22,6 @@ import json
 import logging
 import netrc
 import os
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -204,18 +203,11 @@ class Mirror:
         if run is None:
             return
         try:
-            sync_file = Path(run.settings.sync_file) if self.mode == "offline" else None
+            # W&B's service writes the rest of the offline file by the time this process exits
+            # (its exit hook waits for the service)
             run.finish(exit_code=exit_code)
         except Exception as e:
             self._fail(f"finish failed ({type(e).__name__}: {e})", broken=True)
-            return
-        # finish() can return before W&B's service process has written the offline file; a
-        # SLURM job's processes are killed when it ends, so wait (bounded) for the records.
-        deadline = time.monotonic() + 15
-        while sync_file is not None and time.monotonic() < deadline:
-            if sync_file.exists() and sync_file.stat().st_size > 7:  # more than the header
-                break
-            time.sleep(0.1)
 
     def __enter__(self) -> Mirror:
         return self

@@ -12,15 +12,19 @@ import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from experiments.fixed import OPTIMIZERS
 from stn.hyper import HyperBatch
 from stn.problem import HyperFn
 from stn.space import Space, SpaceError
+
+if TYPE_CHECKING:
+    from experiments.data import Splits
 
 __all__ = [
     "ClassificationProblem",
@@ -28,6 +32,7 @@ __all__ = [
     "check_task",
     "eval_mode",
     "generator",
+    "on_device",
     "penalised_weights",
     "with_init",
 ]
@@ -61,7 +66,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "lr_decay": _between(0, 1, lo_open=True),
     "dropout_max": _between(0, 1, lo_open=True),
     "input_dropout_max": _between(0, 1, lo_open=True),
-    "optimizer": (lambda v: v in ("sgd", "adam"), "'sgd' or 'adam'"),
+    "optimizer": (lambda v: v in OPTIMIZERS, " or ".join(map(repr, OPTIMIZERS))),  # fixed loop's
 }
 
 
@@ -92,6 +97,16 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             yield
     finally:
         model.train(was)
+
+
+def on_device(
+    splits: Splits, device: torch.device | str, limit: int | None = None
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """{"train" | "val" | "test": (x, y)} of a Splits record on `device`, each cut to its first
+    `limit` examples when given (the `splits` of ClassificationProblem)."""
+    parts = {"train": (splits.train_x, splits.train_y), "val": (splits.val_x, splits.val_y),
+             "test": (splits.test_x, splits.test_y)}  # fmt: skip
+    return {name: (x[:limit].to(device), y[:limit].to(device)) for name, (x, y) in parts.items()}
 
 
 def with_init(space: Space, init: Mapping[str, float]) -> Space:

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from experiments.data import DataError
 from experiments.data.synthetic import write_cifar10, write_ptb
@@ -64,10 +65,29 @@ def test_task_trains_plain_and_as_stn(name, data):
             fn = lambda b, h=hyper: h.batch(b, perturb=False)  # noqa: E731
         else:
             fn = lambda b: HyperBatch.fixed(space, space.init(), b)  # noqa: E731
+        model.train()
         for split in ("val", "test"):
             out = problem.evaluate(model, fn, split)
             assert math.isfinite(out["loss"]) and math.isfinite(out["metric"])
-        assert model.training is False  # evaluate restores the mode it found
+        assert model.training is True  # evaluate restores the mode it found
+
+
+def test_evaluate_is_the_mean_over_the_whole_split_in_eval_mode():
+    problem = DigitsTask(hidden=8).build(seed=0, device="cpu")
+    problem.eval_batch = 7  # many batches, the last one shorter
+    x, y = problem.splits["val"]
+    assert len(y) > 3 * problem.eval_batch and len(y) % problem.eval_batch != 0
+    space = problem.space
+    fn = lambda b: HyperBatch.fixed(space, space.init(), b)  # noqa: E731
+    torch.manual_seed(0)
+    model = problem.build_model(0)
+    model.train()  # evaluate must switch dropout off
+    out = problem.evaluate(model, fn, "val")
+    model.eval()
+    with torch.no_grad():
+        logits = model(problem.inputs(x), fn(len(y)))
+    assert out["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
+    assert out["metric"] == pytest.approx((logits.argmax(-1) == y).float().mean().item())
 
 
 @pytest.mark.parametrize("name", ["digits", "cifar10"])
@@ -202,4 +222,3 @@ def test_a_bad_setting_fails_when_the_task_is_built(task, setting, message):
     with pytest.raises(ValueError) as e:  # TaskError or SpaceError: one line each
         task(**setting)
     assert message in str(e.value) and "\n" not in str(e.value)
-    task(**{k: v for k, v in task().__dict__.items() if k in setting})  # the defaults are valid
