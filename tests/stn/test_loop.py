@@ -25,13 +25,23 @@ def snapshot(module):
     ids=["stn", "stn-fixed-scales", "delta-stn"],
 )
 def test_hyper_step_computes_no_weight_gradient(toy_problem, cfg):
-    run = _Run(toy_problem(), cfg, None)
+    problem = toy_problem()
+    val_loss, frozen = problem.val_loss, []
+
+    def recording_val_loss(model, batch, hb):  # were the weights frozen while it ran?
+        frozen.append(not any(p.requires_grad for p in model.parameters()))
+        return val_loss(model, batch, hb)
+
+    problem.val_loss = recording_val_loss
+    run = _Run(problem, cfg, None)
     run.weight_step(run.problem.train_batches(0)[0])  # Delta-STN: V = 0 has no response yet
     computed = []
     for p in run.model.parameters():  # a tensor hook fires whenever its gradient is computed
         p.register_hook(lambda g: computed.append(g))
     weights, raw, scale = snapshot(run.model), run.hyper.raw.clone(), run.hyper.raw_scale.clone()
     run.hyper_step()
+    assert frozen and all(frozen)  # the forward recorded nothing for the weights
+    assert all(p.requires_grad for p in run.model.parameters())  # restored after
     assert computed == []
     assert all(p.grad is None for p in run.model.parameters())
     assert all(torch.equal(a, b) for a, b in zip(weights, run.model.parameters()))
