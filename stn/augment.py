@@ -21,7 +21,6 @@ from kornia.enhance import (
 from torch import Tensor
 
 from .regularizers import StrengthError, as_strength
-from .regularizers import dropout as input_dropout
 
 __all__ = [
     "apply_color",
@@ -29,13 +28,8 @@ __all__ = [
     "cutout",
     "cutout_mask",
     "hue_shift",
-    "input_dropout",
     "jitter_factors",
 ]
-
-# input_dropout: element-wise dropout of the input pixels (every channel of every pixel drawn
-# independently, kept values scaled by 1/(1-p)), as the paper's code does; the same function as
-# `stn.regularizers.dropout`, re-exported here.
 
 
 def _check_images(x: Tensor, op: str) -> None:

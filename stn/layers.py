@@ -4,10 +4,10 @@
 
 Each layer takes `(x, h)` with h the (B, n_hyper) `HyperBatch.net_input`. With n_hyper=0 (or
 h=None) a layer computes exactly its plain PyTorch counterpart, so one model definition serves
-STN and the fixed-hyperparameter baselines. V ~ N(0, 0.01^2), or zero with
-`zero_init_scaling=True` (Delta-STN). The two weight paths run as two matmuls / convs on the
-parameters themselves: one matmul on the concatenated [W_elem; W_hyper] measured slower at every
-size tried (CPU, batch 64..2800, 128..10000 units; benchmarks/bench_stn_cost.py), because the
+STN and the fixed-hyperparameter baselines. V ~ N(0, 0.01^2); Delta-STN starts from V = 0, which
+the loop (`stn.loop`) sets. The two weight paths run as two matmuls / convs on the parameters
+themselves: one matmul on the concatenated [W_elem; W_hyper] measured slower at every size tried
+(CPU, batch 64..2800, 128..10000 units; benchmarks/bench_stn_cost.py), because the
 concatenation copies both weights every forward (and its gradient is split again) while the
 halves of its output are strided views that the elementwise ops then gather.
 """
@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .regularizers import _keep_scale
+
 __all__ = ["STNLinear", "STNConv2d", "STNEmbedding", "keep_mask", "batch_rate"]
 
 
@@ -26,13 +28,10 @@ def _check_n_hyper(n_hyper: int) -> None:
         raise ValueError(f"n_hyper must be an int >= 0 (0: plain layer), got {n_hyper!r}")
 
 
-def _scaling(n_hyper: int, out: int, zero: bool) -> nn.Linear:
-    """V: Linear(n_hyper, out, bias=False), N(0, 0.01^2) or zero (Delta-STN)."""
+def _scaling(n_hyper: int, out: int) -> nn.Linear:
+    """V: Linear(n_hyper, out, bias=False), N(0, 0.01^2)."""
     lin = nn.Linear(n_hyper, out, bias=False)
-    if zero:
-        nn.init.zeros_(lin.weight)
-    else:
-        nn.init.normal_(lin.weight, std=0.01)
+    nn.init.normal_(lin.weight, std=0.01)
     return lin
 
 
@@ -51,6 +50,12 @@ def batch_rate(p: float | Tensor, name: str) -> float | Tensor:
     return float(p)
 
 
+def _active_rate(p: float | Tensor, name: str, training: bool) -> float | Tensor | None:
+    """`batch_rate(p, name)`, or None where it drops nothing (eval mode, or a float 0)."""
+    p = batch_rate(p, name)
+    return p if training and not (isinstance(p, float) and p == 0.0) else None
+
+
 def keep_mask(
     shape: tuple[int, ...] | torch.Size,
     p: float | Tensor,
@@ -60,25 +65,23 @@ def keep_mask(
     """One Bernoulli(1 - p) draw of `shape`, kept entries scaled by 1 / (1 - p).
 
     Shared by the whole batch: DropConnect masks a weight matrix, embedding dropout masks the
-    rows of the vocabulary. p is a float or a 0-dim tensor (a per-batch hyperparameter).
+    rows of the vocabulary. p is a float or a 0-dim tensor (a per-batch hyperparameter). As in
+    `stn.regularizers`, a rate of 1 (a perturbed rate may reach it) keeps nothing: the mask is
+    all zeros, no division by zero.
     """
-    if isinstance(p, Tensor):  # a perturbed rate may reach 1: keep the scale finite
-        p = p.to(device=device, dtype=dtype or torch.get_default_dtype()).clamp(0.0, 1 - 1e-6)
-    keep = torch.rand(shape, device=device, dtype=dtype) >= p
-    return keep.to(dtype or torch.get_default_dtype()) / (1.0 - p)
+    dtype = dtype or torch.get_default_dtype()
+    if isinstance(p, Tensor):
+        p = p.to(device=device, dtype=dtype).clamp(0.0, 1.0)
+    keep = (torch.rand(shape, device=device, dtype=dtype) >= p).to(dtype)  # u < 1: none at p = 1
+    if isinstance(p, Tensor):
+        return keep * _keep_scale(p)[1]  # 1 / (1 - p), 0 at p = 1
+    return keep / (1.0 - p) if p < 1.0 else keep
 
 
 class STNLinear(nn.Linear):
     """Linear layer with a hyper path; x (..., B, in), h (B, n_hyper) -> (..., B, out)."""
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        n_hyper: int,
-        bias: bool = True,
-        zero_init_scaling: bool = False,
-    ):
+    def __init__(self, in_features: int, out_features: int, n_hyper: int, bias: bool = True):
         _check_n_hyper(n_hyper)
         super().__init__(in_features, out_features, bias=bias)
         self.n_hyper = n_hyper
@@ -86,7 +89,7 @@ class STNLinear(nn.Linear):
             self.hyper_weight = nn.Parameter(torch.empty_like(self.weight))
             nn.init.kaiming_uniform_(self.hyper_weight, a=5**0.5)
             self.hyper_bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-            self.scaling = _scaling(n_hyper, 2 * out_features, zero_init_scaling)  # V
+            self.scaling = _scaling(n_hyper, 2 * out_features)  # V
 
     def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
         if not self.n_hyper or h is None:
@@ -113,7 +116,6 @@ class STNConv2d(nn.Conv2d):
         stride: int | tuple[int, int] = 1,
         padding: int | tuple[int, int] = 0,
         bias: bool = True,
-        zero_init_scaling: bool = False,
     ):
         _check_n_hyper(n_hyper)
         super().__init__(
@@ -124,7 +126,7 @@ class STNConv2d(nn.Conv2d):
             self.hyper_weight = nn.Parameter(torch.empty_like(self.weight))
             nn.init.kaiming_uniform_(self.hyper_weight, a=5**0.5)
             self.hyper_bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-            self.scaling = _scaling(n_hyper, 2 * out_channels, zero_init_scaling)  # V
+            self.scaling = _scaling(n_hyper, 2 * out_channels)  # V
 
     def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
         if not self.n_hyper or h is None:
@@ -146,16 +148,14 @@ class STNEmbedding(nn.Embedding):
     `weight` is the plain table (num_embeddings, dim), the one a tied output layer shares.
     """
 
-    def __init__(
-        self, num_embeddings: int, dim: int, n_hyper: int, zero_init_scaling: bool = False
-    ):
+    def __init__(self, num_embeddings: int, dim: int, n_hyper: int):
         _check_n_hyper(n_hyper)
         super().__init__(num_embeddings, dim)
         self.n_hyper = n_hyper
         if n_hyper:
             self.hyper_weight = nn.Parameter(torch.empty_like(self.weight))
             nn.init.normal_(self.hyper_weight)
-            self.scaling = _scaling(n_hyper, dim, zero_init_scaling)  # V: s = V h, (B, dim)
+            self.scaling = _scaling(n_hyper, dim)  # V: s = V h, (B, dim)
 
     def forward(
         self, tokens: Tensor, h: Tensor | None = None, dropout: float | Tensor = 0.0
@@ -169,8 +169,8 @@ class STNEmbedding(nn.Embedding):
         if self.n_hyper and h is not None:
             # two row gathers are cheaper than concatenating two vocabulary-sized tables
             y = torch.addcmul(y, self.scaling(h), F.embedding(tokens, self.hyper_weight))
-        p = batch_rate(dropout, "dropout")
-        if self.training and not (isinstance(p, float) and p == 0.0):
+        p = _active_rate(dropout, "dropout", self.training)
+        if p is not None:
             # masking the gathered rows equals masking the rows of both tables, at T*B cost
             rows = keep_mask((self.num_embeddings,), p, y.device, y.dtype)
             y = y * rows[tokens].unsqueeze(-1)

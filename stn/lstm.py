@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.func import functional_call
 
-from .layers import _check_n_hyper, _scaling, batch_rate, keep_mask
+from .layers import _active_rate, _check_n_hyper, _scaling, keep_mask
 from .regularizers import locked_dropout
 
 __all__ = ["STNLSTM"]
@@ -127,7 +127,7 @@ def _has_tangent(*tensors: Tensor) -> bool:
 class _Layer(nn.Module):
     """One LSTM layer; `rnn` holds the plain weights under nn.LSTM's names."""
 
-    def __init__(self, input_size: int, hidden_size: int, n_hyper: int, zero: bool):
+    def __init__(self, input_size: int, hidden_size: int, n_hyper: int):
         super().__init__()
         self.n_hyper = n_hyper
         self.rnn = nn.LSTM(input_size, hidden_size)
@@ -137,8 +137,8 @@ class _Layer(nn.Module):
             self.hyper_weight_hh = nn.Parameter(torch.empty(g, hidden_size).uniform_(-bound, bound))
             self.hyper_bias_ih = nn.Parameter(torch.zeros(g))
             self.hyper_bias_hh = nn.Parameter(torch.zeros(g))
-            self.scaling_ih = _scaling(n_hyper, 2 * g, zero)  # -> [s_w^ih, s_b^ih]
-            self.scaling_hh = _scaling(n_hyper, 2 * g, zero)  # -> [s_w^hh, s_b^hh]
+            self.scaling_ih = _scaling(n_hyper, 2 * g)  # -> [s_w^ih, s_b^ih]
+            self.scaling_hh = _scaling(n_hyper, 2 * g)  # -> [s_w^hh, s_b^hh]
 
     def forward(self, x: Tensor, h: Tensor | None, state: State, mask: Tensor | None):
         """x (T, B, in), state (h0, c0) each (B, H), mask (4H, H) or None -> (T, B, H), state."""
@@ -180,14 +180,7 @@ class _Layer(nn.Module):
 class STNLSTM(nn.Module):
     """Stacked STN LSTM over sequences (T, B, input_size); n_hyper=0 is a plain nn.LSTM."""
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int,
-        n_hyper: int,
-        zero_init_scaling: bool = False,
-    ):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, n_hyper: int):
         super().__init__()
         _check_n_hyper(n_hyper)
         if num_layers < 1:
@@ -195,9 +188,7 @@ class STNLSTM(nn.Module):
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.n_hyper = n_hyper
         sizes = [input_size] + [hidden_size] * (num_layers - 1)
-        self.layers = nn.ModuleList(
-            _Layer(n, hidden_size, n_hyper, zero_init_scaling) for n in sizes
-        )
+        self.layers = nn.ModuleList(_Layer(n, hidden_size, n_hyper) for n in sizes)
 
     def forward(
         self,
@@ -220,12 +211,11 @@ class STNLSTM(nn.Module):
         if state is None:
             zeros = x.new_zeros(self.num_layers, B, self.hidden_size)
             state = (zeros, zeros)
-        p = batch_rate(dropconnect, "dropconnect")
-        drop = self.training and not (isinstance(p, float) and p == 0.0)
+        p = _active_rate(dropconnect, "dropconnect", self.training)
         outputs, hs, cs = [], [], []
         for k, layer in enumerate(self.layers):
             w = layer.rnn.weight_hh_l0
-            mask = keep_mask(w.shape, p, w.device, w.dtype) if drop else None  # (4H, H)
+            mask = keep_mask(w.shape, p, w.device, w.dtype) if p is not None else None  # (4H, H)
             y, (hk, ck) = layer(x, h, (state[0][k], state[1][k]), mask)
             outputs.append(y)
             hs.append(hk)

@@ -8,7 +8,6 @@ import torchvision.transforms.v2.functional as TF
 from kornia.enhance import adjust_hue
 
 from stn import augment as A
-from stn import regularizers
 from stn.regularizers import StrengthError
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -158,12 +157,3 @@ def test_cutout_integers_floored_and_repeatable():
     c = A.cutout(x, 3, 2, generator=_gen(seed=3), max_holes=4)
     assert torch.equal(c, A.cutout(x, 3, 2, generator=_gen(seed=3), max_holes=4))
     assert int((c[0, 0] == 0).sum()) <= 2 * 9
-
-
-def test_input_dropout_is_elementwise_dropout():
-    assert A.input_dropout is regularizers.dropout
-    x = _images()
-    p = torch.tensor([0.0, 0.5, 0.5, 0.9])
-    y = A.input_dropout(x, p, generator=_gen())
-    assert torch.equal(y[0], x[0])
-    assert math.isclose(float((y[3] == 0).float().mean()), 0.9, abs_tol=0.05)

@@ -62,9 +62,7 @@ def test_linear_gradient_reaches_hyperparameters():
     assert torch.isfinite(g).all() and g.abs().sum() > 0
 
 
-def test_zero_init_scaling_and_bad_n_hyper():
-    assert STNLinear(5, 6, N, zero_init_scaling=True).scaling.weight.abs().sum() == 0
-    assert STNConv2d(2, 3, 3, N, zero_init_scaling=True).scaling.weight.abs().sum() == 0
+def test_bad_n_hyper():
     with pytest.raises(ValueError, match="n_hyper"):
         STNConv2d(2, 3, 3, -1)
 
@@ -155,4 +153,7 @@ def test_keep_mask_rate_and_scale():
     assert torch.allclose(m[m != 0], torch.tensor(1 / 0.7))
     assert abs((m == 0).float().mean().item() - 0.3) < 0.01
     assert torch.equal(keep_mask((10, 10), 0.0), torch.ones(10, 10))
-    assert torch.isfinite(keep_mask((10,), torch.tensor(1.0))).all()
+    for one in (torch.tensor(1.0), 1.0, torch.tensor(1.5)):  # rate 1 keeps nothing, no 0/0
+        assert keep_mask((10,), one).count_nonzero() == 0
+    # a rate that rounds to 1 in a low precision keeps nothing either
+    assert keep_mask((10,), torch.tensor(0.9999), dtype=torch.float16).count_nonzero() == 0
