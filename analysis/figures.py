@@ -83,13 +83,13 @@ def method_palette(
     return dict(zip(order, colours))
 
 
-def _hue(seen: set[str], palette: Mapping[str, tuple] | None) -> tuple[list[str], dict | None]:
-    """The methods seen in the tables' order (the palette's; others after) and their colours."""
+def _hue(seen: set[str], palette: Mapping[str, tuple] | None) -> tuple[list[str], dict]:
+    """The methods seen in the palette's order (others after, in the tables' order) and their
+    colours: the palette's, or `method_palette`'s when it lacks one of them."""
     order = [m for m in palette or () if m in seen] + _order(seen - set(palette or ()))
-    if palette and set(order) <= set(palette):
-        return order, {m: palette[m] for m in order}
-    return order, dict(zip(order, sns.color_palette("tab10" if len(order) <= 10 else "husl",
-                                                    len(order))))  # fmt: skip
+    if not (palette and set(order) <= set(palette)):
+        palette = method_palette(order)
+    return order, {m: palette[m] for m in order}
 
 
 def _grid(n: int, width: float = 3.6, height: float = 2.8):
@@ -146,7 +146,7 @@ def _init_hue(data: pd.DataFrame, name: str, inits: Mapping[str, Mapping[str, fl
     return data["method"].map(labels), [labels[m] for m in ordered], palette, start
 
 
-def schedules(metrics: pd.DataFrame, hp_names: list[str], title: str, hue: str = "method", *,
+def schedules(metrics: pd.DataFrame, hp_names: list[str], title: str, *,
               log: Iterable[str] = (), inits: Mapping[str, Mapping[str, float]] | None = None,
               palette: Mapping[str, tuple] | None = None):  # fmt: skip
     """Hyperparameter trajectories; `metrics` holds rows with columns "hparams.<name>".
@@ -156,7 +156,7 @@ def schedules(metrics: pd.DataFrame, hp_names: list[str], title: str, hue: str =
     fig, axes = _grid(max(len(hp_names), 1))
     cols = [f"hparams.{n}" for n in hp_names]
     x = "epoch" if "epoch" in metrics else "step"
-    log, legend_title, legend_ax = set(log), hue, None
+    log, legend_title, legend_ax = set(log), "method", None
     for i, (ax, name) in enumerate(zip(axes, hp_names or ["hyperparameters"])):
         col = cols[i] if cols else "-"
         data = metrics[metrics[col].notna()].copy() if col in metrics else metrics.iloc[0:0]
@@ -170,7 +170,7 @@ def schedules(metrics: pd.DataFrame, hp_names: list[str], title: str, hue: str =
                 ax.scatter([0] * len(start), [start[m] for m in start], marker="o",
                            c=[pal[f"{v:g}"] for v in start.values()], s=18, zorder=3)  # fmt: skip
             else:
-                order, pal, h = *_hue(set(data[hue]), palette), hue
+                order, pal, h = *_hue(set(data["method"]), palette), "method"
             sns.lineplot(data=data, x=x, y=col, hue=h, hue_order=order, palette=pal,
                          units="seed", estimator=None, ax=ax, lw=1.0,
                          legend=legend_ax is None)  # fmt: skip

@@ -15,9 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from .load import StoreError, final_rows, load_local, load_metrics, load_spec
+from .load import Loaded, StoreError, final_rows, load_local
 from .tables import paper_numbers, summary_table, to_latex, to_markdown
 
 __all__ = ["build_report", "main"]
@@ -41,19 +39,16 @@ def _devices(spec: dict[str, Any]) -> tuple[str, float]:
     return ("GPU", float(gpus)) if gpus else ("CPU", float(launch.get("cpus_per_task") or 1))
 
 
-def build_report(runs: pd.DataFrame, experiment: str, out: Path, *,
-                 metrics: pd.DataFrame | None = None,
-                 spec: dict[str, Any] | None = None) -> dict[str, Path]:  # fmt: skip
+def build_report(loaded: Loaded, experiment: str, out: Path) -> dict[str, Path]:
     """Write table.{md,tex,csv} and the figures (PNG + PDF) into `out`; return the paths.
 
-    metrics, spec: the single runs' metrics rows and the experiment's spec (`analysis.load.
-    Loaded`); read from the run folders named in runs["path"] when not given."""
+    loaded: the experiment's runs, metrics and spec, as `analysis.load.load_local` or
+    `analysis.wandb_source.load_wandb` give them."""
     from . import figures  # matplotlib and seaborn take seconds to import: only when drawing
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    spec = load_spec(runs) if spec is None else spec
-    metrics = load_metrics(runs[runs["trial"].isna()]) if metrics is None else metrics
+    runs, metrics, spec = loaded.runs, loaded.metrics, loaded.spec
     finals = final_rows(runs)
     methods, seeds = _expected(spec)
     paper = paper_numbers(experiment)
@@ -129,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             loaded = load_wandb(args.name, wandb_dir=args.wandb_dir, path=args.wandb_path)
         else:
             loaded = load_local(args.runs_dir, args.name)
-        written = build_report(loaded.runs, args.name, out, metrics=loaded.metrics,
-                               spec=loaded.spec)  # fmt: skip
+        written = build_report(loaded, args.name, out)
     except StoreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -131,11 +131,11 @@ def _children_cpu() -> float:
 def time_report(runs_dir: Path, out: Path) -> dict[str, float]:
     """Wall and CPU seconds of the report in this process, and of the CLI in a fresh one (CPU
     time is what a busy shared machine does not inflate)."""
-    from analysis.load import load_runs
+    from analysis.load import load_local
     from analysis.report import build_report
 
-    with Clock() as c:
-        build_report(load_runs(runs_dir, EXPERIMENT), EXPERIMENT, out / "inproc")
+    with Clock() as c:  # loading included, as in the CLI
+        build_report(load_local(runs_dir, EXPERIMENT), EXPERIMENT, out / "inproc")
     cmd = [sys.executable, "-m", "analysis", "report", EXPERIMENT, "--runs-dir", str(runs_dir),
            "--out", str(out / "cli")]  # fmt: skip
     cpu0, t0 = _children_cpu(), time.perf_counter()

@@ -6,19 +6,14 @@
     ptb_output_dropout  Table 1 (output dropout only: fixed, noisy, periodic, STN, its schedule)
     ptb_schedule_init   the figure of output-dropout schedules from five initial values
 
-The paper's numbers are in experiments/paper_numbers.json (`paper_numbers(name)`), the one file
-analysis reads too.
+The paper's numbers are in experiments/paper_numbers.json, read by `analysis.tables.paper_numbers`.
 """
 
 from __future__ import annotations
 
-import json
-from importlib import resources
-from typing import Any
-
 from . import cifar10_alexnet, digits_mlp, ptb_lstm, ptb_output_dropout, ptb_schedule_init
 
-__all__ = ["ALL", "paper_numbers"]
+__all__ = ["ALL"]
 
 ALL = (
     digits_mlp.EXPERIMENT,
@@ -27,9 +22,3 @@ ALL = (
     ptb_output_dropout.EXPERIMENT,
     ptb_schedule_init.EXPERIMENT,
 )
-
-
-def paper_numbers(name: str) -> dict[str, Any]:
-    """{"source", "metric", "methods": {method: {"val", "test"}}} of one experiment ({} if none)."""
-    text = resources.files("experiments").joinpath("paper_numbers.json").read_text()
-    return json.loads(text).get(name, {})

@@ -9,9 +9,8 @@ other six hyperparameters are fixed at 0). Rows (methods; each a fixed-loop Vari
     stn            STN tuning output dropout from 0.05
     stn-schedule   retrained from scratch following the STN's logged schedule (same seed)
     stn-final      the STN's final value, fixed (0.78 in the paper)
-Paper (check; experiments/paper_numbers.json): val / test 85.83 / 83.19, 85.87 / 82.29,
-85.29 / 82.15, 82.58 / 79.02, 82.87 / 79.93, 89.65 / 86.90. A `grid` over output dropout
-(10 points) is available with --methods grid.
+The paper's numbers: experiments/paper_numbers.json. A `grid` over output dropout (10 points) is
+available with --methods grid.
 """
 
 from __future__ import annotations

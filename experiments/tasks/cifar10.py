@@ -23,7 +23,7 @@ from stn.layers import STNConv2d, STNLinear
 from stn.regularizers import channel_dropout, dropout, input_noise
 from stn.space import HParam, Space
 
-from .common import ClassificationProblem, check_task, with_init
+from .common import ClassificationProblem, check_task, on_device, with_init
 
 __all__ = ["AlexNet", "Cifar10Problem", "Cifar10Task"]
 
@@ -85,16 +85,7 @@ class Cifar10Task:
         from experiments.data.cifar10 import load_cifar10
 
         s = load_cifar10(self.data_dir, val_frac=self.val_frac)
-        n = self.data_limit
-        splits = {
-            name: (x[:n].to(device), y[:n].to(device))
-            for name, x, y in (
-                ("train", s.train_x, s.train_y),
-                ("val", s.val_x, s.val_y),
-                ("test", s.test_x, s.test_y),
-            )
-        }
-        return Cifar10Problem(self, splits, seed, device)
+        return Cifar10Problem(self, on_device(s, device, self.data_limit), seed, device)
 
 
 def _scaled(n: int, width: float) -> int:

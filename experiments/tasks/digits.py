@@ -20,7 +20,7 @@ from stn.layers import STNLinear
 from stn.regularizers import dropout, input_noise, weight_decay
 from stn.space import HParam, Space
 
-from .common import ClassificationProblem, check_task, penalised_weights, with_init
+from .common import ClassificationProblem, check_task, on_device, penalised_weights, with_init
 
 __all__ = ["DigitsMLP", "DigitsTask"]
 
@@ -66,12 +66,7 @@ class DigitsTask:
         from experiments.data.digits import load_digits
 
         s = load_digits(self.split_seed, val_frac=self.val_frac, test_frac=self.test_frac)
-        splits = {
-            "train": (s.train_x.to(device), s.train_y.to(device)),
-            "val": (s.val_x.to(device), s.val_y.to(device)),
-            "test": (s.test_x.to(device), s.test_y.to(device)),
-        }
-        return DigitsProblem(self, splits, seed, device)
+        return DigitsProblem(self, on_device(s, device), seed, device)
 
 
 class DigitsMLP(nn.Module):

@@ -148,7 +148,7 @@ class LSTMLM(nn.Module):
             h,
             state,
             dropconnect=self.rate(hb, "dropconnect", True),
-            between=torch.as_tensor(self.rate(hb, "hidden_dropout")).expand(tokens.shape[1]),
+            between=self.rate(hb, "hidden_dropout"),  # (B,) or the fixed value
         )
         out = locked_dropout(raw, self.rate(hb, "output_dropout")) if train else raw
         return self.decoder(out, h), state, raw, out  # logits (T, B, V)

@@ -6,9 +6,10 @@ import dataclasses
 
 import pytest
 
+from analysis.tables import paper_numbers
 from experiments.data import DataError
 from experiments.data.synthetic import write_ptb
-from experiments.definitions import ALL, paper_numbers
+from experiments.definitions import ALL
 from experiments.objective import run_stn, run_trial, stn_config
 from experiments.spec import Experiment, Variant, smoke
 from experiments.store import RESULT_KEYS, RunDir
