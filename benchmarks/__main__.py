@@ -11,6 +11,8 @@ A benchmark that fails is recorded as such and the others still run (exit code 1
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import sys
 import time
 import traceback
@@ -20,81 +22,42 @@ from typing import Any
 
 import torch
 
-from benchmarks import bench_hpo, bench_report, bench_stn_cost, common
-from benchmarks.common import fmt
+from benchmarks import common
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("stn_cost", "augment", "bo", "hpo", "report")
+# each benchmark's module: its `run` measures, its `render` makes the Markdown of a result
+MODULES = {
+    "stn_cost": "benchmarks.bench_stn_cost",
+    "augment": "benchmarks.bench_augment",
+    "bo": "benchmarks.bench_bo",
+    "hpo": "benchmarks.bench_hpo",
+    "report": "benchmarks.bench_report",
+}
+BENCHMARKS = tuple(MODULES)
 
 
 def _runner(name: str, args: argparse.Namespace) -> Callable[[], dict[str, Any]]:
-    """The call of one benchmark with the options that concern it (imports are lazy: a
-    benchmark whose module is missing fails alone)."""
-    q = args.quick
+    """The call of one benchmark with the options that concern it (its module is imported
+    here, not at start: a benchmark whose module fails to import fails alone)."""
+    m, q = importlib.import_module(MODULES[name]), args.quick
     if name == "stn_cost":
-        from benchmarks import bench_stn_cost as m
-
         nets = tuple(args.networks.split(",")) if args.networks else m.NETWORKS
         return lambda: m.run(q, nets, args.device, args.amp, memory=not args.no_memory)
-    if name == "augment":
-        from benchmarks import bench_augment as m
-
-        return lambda: m.run(q)
-    if name == "bo":
-        from benchmarks import bench_bo as m
-
-        return lambda: m.run(q)
     if name == "hpo":
-        from benchmarks import bench_hpo as m
-
         return lambda: m.run(q, args.runs_dir)
-    from benchmarks import bench_report as m
-
-    return lambda: m.run(q, demo=args.demo)
-
-
-def _render_augment(r: dict[str, Any]) -> list[str]:
-    return [
-        "| pipeline | ms / batch of 128 | images/s | CPU ms |",
-        "|---|---|---|---|",
-        f"| batched per-example (stn.augment) | {fmt(r['batched_ms'])} | "
-        f"{fmt(r['batched_images_per_s'])} | {fmt(r['batched_cpu_ms'])} |",
-        f"| torchvision, per image | {fmt(r['per_image_ms'])} | "
-        f"{fmt(r['per_image_images_per_s'])} | {fmt(r['per_image_cpu_ms'])} |",
-        "",
-        f"Ratio {fmt(r['ratio'])}x (CPU time {fmt(r['cpu_ratio'])}x); target >= "
-        f"{fmt(r['target_ratio'])}x: {'met' if r['meets_target'] else 'NOT met'} "
-        f"({r['threads']} thread{'s' * (r['threads'] != 1)}, median of {r['repeats']}).",
-    ]
+    if name == "report":
+        return lambda: m.run(q, demo=args.demo)
+    return lambda: m.run(q)
 
 
-def _render_bo(r: dict[str, Any]) -> list[str]:
-    lines = ["| function | minimum | random: median best | BO: median best |", "|---|---|---|---|"]
-    for name, f in r["functions"].items():
-        lines.append(f"| {name} | {fmt(f['minimum'])} | {fmt(f['random']['median_best'])} | "
-                     f"{fmt(f['bo']['median_best'])} |")  # fmt: skip
-    ask = r["ask_seconds_100obs_15d"]
-    lines += ["", f"{r['seeds']} seeds, {r['evaluations']} evaluations. One BO ask with 100 "
-              f"observations in 15 dimensions: {fmt(ask)} s (one thread; "
-              f"{fmt(r['ask_seconds_100obs_15d_default_threads'])} s with the default threads); "
-              f"target < {fmt(r['target_ask_seconds'])} s."]  # fmt: skip
-    return lines
+def _render(name: str, r: dict[str, Any]) -> list[str]:
+    """A result as Markdown: its module's `render`, or the error of a failed run."""
+    if "error" in r:
+        return [f"Failed: {r['error']}"]
+    return importlib.import_module(MODULES[name]).render(r)
 
 
-def _error_or(render: Callable[[dict[str, Any]], list[str]]):
-    def safe(r: dict[str, Any]) -> list[str]:
-        return [f"Failed: {r['error']}"] if "error" in r else render(r)
-
-    return safe
-
-
-RENDERERS = {
-    "stn_cost": _error_or(bench_stn_cost.render),
-    "augment": _error_or(_render_augment),
-    "bo": _error_or(_render_bo),
-    "hpo": _error_or(bench_hpo.render),
-    "report": _error_or(bench_report.render),
-}
+RENDERERS = {name: functools.partial(_render, name) for name in MODULES}
 
 
 def _parser() -> argparse.ArgumentParser:

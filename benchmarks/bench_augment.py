@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
-from collections.abc import Callable
+from typing import Any
 
 import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
+from benchmarks.common import Clock, fmt, median
 from stn import augment
 
 BATCH, SIZE, TARGET = 128, 32, 5.0
@@ -71,13 +70,6 @@ def per_image(x: Tensor, s: dict[str, Tensor]) -> Tensor:
     return torch.stack(out)
 
 
-def _time(fn: Callable[[], Tensor]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process) of one call."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
 def run(quick: bool = False, threads: int | None = None) -> dict:
     """Images per second of both pipelines, their ratio and the target (>= 5).
 
@@ -102,10 +94,12 @@ def _measure(quick: bool) -> dict:
         batched(x, s), per_image(x, s)
     times: dict[str, list[tuple[float, float]]] = {"batched": [], "per_image": []}
     for _ in range(repeats):  # alternate, so both see the same background load
-        times["batched"].append(_time(lambda: batched(x, s)))
-        times["per_image"].append(_time(lambda: per_image(x, s)))
-    med = {k: statistics.median(w for w, _ in v) for k, v in times.items()}
-    cpu = {k: statistics.median(c for _, c in v) for k, v in times.items()}
+        for name, pipeline in (("batched", batched), ("per_image", per_image)):
+            with Clock() as c:  # wall, and CPU seconds of this process
+                pipeline(x, s)
+            times[name].append((c.wall, c.cpu))
+    med = {k: median(w for w, _ in v) for k, v in times.items()}
+    cpu = {k: median(c for _, c in v) for k, v in times.items()}
     ratio = med["per_image"] / med["batched"]
     return {
         "batch": BATCH,
@@ -125,6 +119,22 @@ def _measure(quick: bool) -> dict:
         "per_image_cpu_ms": round(1e3 * cpu["per_image"], 3),
         "cpu_ratio": round(cpu["per_image"] / cpu["batched"], 2),
     }
+
+
+def render(r: dict[str, Any]) -> list[str]:
+    """A Markdown table of both pipelines; the ratio against the target."""
+    return [
+        "| pipeline | ms / batch of 128 | images/s | CPU ms |",
+        "|---|---|---|---|",
+        f"| batched per-example (stn.augment) | {fmt(r['batched_ms'])} | "
+        f"{fmt(r['batched_images_per_s'])} | {fmt(r['batched_cpu_ms'])} |",
+        f"| torchvision, per image | {fmt(r['per_image_ms'])} | "
+        f"{fmt(r['per_image_images_per_s'])} | {fmt(r['per_image_cpu_ms'])} |",
+        "",
+        f"Ratio {fmt(r['ratio'])}x (CPU time {fmt(r['cpu_ratio'])}x); target >= "
+        f"{fmt(r['target_ratio'])}x: {'met' if r['meets_target'] else 'NOT met'} "
+        f"({r['threads']} thread{'s' * (r['threads'] != 1)}, median of {r['repeats']}).",
+    ]
 
 
 def main(argv: list[str]) -> None:

@@ -22,13 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from benchmarks import common
+from experiments.driver import JOURNAL, SUMMARY, _read_journal
+from experiments.jobs import finite
+from experiments.store import RunDir
 
 __all__ = ["curves", "headline", "render", "run"]
 
@@ -37,27 +39,12 @@ SINGLE = ("stn", "delta-stn")  # methods whose run is one training run, not a se
 Point = tuple[float, float, float]  # (epochs, seconds, test loss at the best validation loss)
 
 
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a crash
-                continue
-    return rows
-
-
 def _best_so_far(events: list[tuple[float, float, float, float]]) -> list[Point]:
     """(epochs, seconds, val, test) in compute order -> curve points where the pick changes."""
     out: list[Point] = []
     best_val = math.inf
     for epochs, seconds, val, test in events:
-        if _finite(val) and _finite(test) and val < best_val:
+        if finite(val) and finite(test) and val < best_val:
             best_val = val
             out.append((epochs, seconds, test))
     return out
@@ -65,7 +52,7 @@ def _best_so_far(events: list[tuple[float, float, float, float]]) -> list[Point]
 
 def single_curve(run_dir: Path) -> tuple[list[Point], float, float]:
     """A single run's curve from its eval rows; total epochs and seconds from its result."""
-    rows = [r for r in _read_rows(run_dir / "metrics.jsonl") if r.get("kind") == "eval"]
+    rows = [r for r in RunDir(run_dir).metrics() if r.get("kind") == "eval"]
     events = [(float(r.get("epoch", 0)), float(r.get("wall_s", 0)), r.get("val_loss"),
                r.get("test_loss")) for r in rows]  # fmt: skip
     res = json.loads((run_dir / "result.json").read_text())
@@ -76,9 +63,9 @@ def single_curve(run_dir: Path) -> tuple[list[Point], float, float]:
 
 def search_curve(seed_dir: Path) -> tuple[list[Point], float, float]:
     """A search's curve over its trials in the order they finished; its total compute."""
-    tells = [e for e in _read_rows(seed_dir / "search_journal.jsonl") if e.get("event") == "tell"]
+    tells = [e for e in _read_journal(seed_dir / JOURNAL) if e.get("event") == "tell"]
     if not tells:  # no journal: trial order, each trial's own record
-        summary = json.loads((seed_dir / "search.json").read_text())
+        summary = json.loads((seed_dir / SUMMARY).read_text())
         tells = [{"id": t["trial"], "epochs": t.get("epochs"), "seconds": t.get("wall_s")}
                  for t in summary["trials"]]  # fmt: skip
     events, epochs, seconds = [], 0.0, 0.0
@@ -104,7 +91,7 @@ def curves(runs_dir: Path, experiment: str = EXPERIMENT) -> dict[str, dict[int, 
                 continue
             if (seed_dir / "result.json").exists():
                 points, e, s = single_curve(seed_dir)
-            elif (seed_dir / "search.json").exists():
+            elif (seed_dir / SUMMARY).exists():
                 points, e, s = search_curve(seed_dir)
             else:  # unfinished
                 continue
@@ -165,9 +152,7 @@ def reduced_sweep(runs_dir: Path, quick: bool) -> None:
     if not quick:
         for kv in ("task.epochs=4", "budget.epochs=12", "task.hidden=64"):
             cmd += ["--set", kv]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"the reduced sweep failed: {done.stderr.strip()[-800:]}")
+    common.run_checked(cmd, "the reduced sweep")
 
 
 def run(quick: bool = False, runs_dir: str | Path = "runs") -> dict[str, Any]:

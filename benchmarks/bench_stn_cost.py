@@ -26,8 +26,8 @@ and broken down into parameters, gradients, optimiser state and tensors saved fo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,50 +68,62 @@ class Sizes:
     skip: str | None = None  # why Delta-STN is not measured, if it is not
 
 
-def _digits(quick: bool, device: str, steps: int):
+# a builder: (quick, device) -> (task config, problem of `steps` training batches, label)
+Builder = Callable[[bool, str], tuple[Any, Callable[[int], Any], str]]
+
+
+def _digits(quick: bool, device: str):
     from experiments.tasks import DigitsTask
 
     task = DigitsTask()  # 1078 training images, 17 batches of 64: epochs roll over, no matter
-    return task, task.build(0, device), "digits MLP 64-128-128-10, batch 64"
+    return task, lambda steps: task.build(0, device), "digits MLP 64-128-128-10, batch 64"
 
 
-def _alexnet(quick: bool, device: str, steps: int):
+def _alexnet(quick: bool, device: str):
     from experiments.tasks import Cifar10Task
     from experiments.tasks.cifar10 import Cifar10Problem
 
     width, batch = (0.25, 32) if quick else (1.0, 128)
     task = Cifar10Task(width=width, batch=batch, eval_batch=batch)
-    gen = torch.Generator().manual_seed(0)
 
-    def split(n: int):
-        x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)
-        return x.to(device), torch.randint(0, 10, (n,), generator=gen).to(device)
+    def problem(steps: int) -> Cifar10Problem:
+        gen = torch.Generator().manual_seed(0)
 
-    splits = {"train": split(batch * (steps + 1)), "val": split(2 * batch), "test": split(batch)}
-    label = f"AlexNet width {width}, batch {batch}, 32x32 random images"
-    return task, Cifar10Problem(task, splits, 0, device), label
+        def split(n: int):
+            x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)
+            return x.to(device), torch.randint(0, 10, (n,), generator=gen).to(device)
+
+        splits = {"train": split(batch * (steps + 1)), "val": split(2 * batch),
+                  "test": split(batch)}  # fmt: skip
+        return Cifar10Problem(task, splits, 0, device)
+
+    return task, problem, f"AlexNet width {width}, batch {batch}, 32x32 random images"
 
 
-def _lstm(quick: bool, device: str, steps: int):
+def _lstm(quick: bool, device: str):
     from experiments.data.ptb import Corpus
     from experiments.tasks import PTBTask
     from experiments.tasks.ptb import PTBProblem
 
     hidden, batch, bptt, vocab = (128, 10, 20, 1000) if quick else (650, 40, 70, 10000)
     task = PTBTask(emb=hidden, hidden=hidden, batch=batch, bptt=bptt, eval_batch=batch)
-    gen = torch.Generator().manual_seed(0)
-    tokens = lambda n: torch.randint(0, vocab, (n,), generator=gen)  # noqa: E731
-    corpus = Corpus(
-        vocab=[f"w{i}" for i in range(vocab)],
-        train=tokens(batch * (bptt * (steps + 1) + 1)),
-        valid=tokens(batch * (2 * bptt + 1)),
-        test=tokens(batch * (bptt + 1)),
-    )
+
+    def problem(steps: int) -> PTBProblem:
+        gen = torch.Generator().manual_seed(0)
+        tokens = lambda n: torch.randint(0, vocab, (n,), generator=gen)  # noqa: E731
+        corpus = Corpus(
+            vocab=[f"w{i}" for i in range(vocab)],
+            train=tokens(batch * (bptt * (steps + 1) + 1)),
+            valid=tokens(batch * (2 * bptt + 1)),
+            test=tokens(batch * (bptt + 1)),
+        )
+        return PTBProblem(task, corpus, 0, device)
+
     label = f"2-layer LSTM {hidden} units, vocab {vocab}, batch {batch}, BPTT {bptt}"
-    return task, PTBProblem(task, corpus, 0, device), label
+    return task, problem, label
 
 
-BUILDERS: dict[str, Callable] = {"mlp": _digits, "alexnet": _alexnet, "lstm": _lstm}
+BUILDERS: dict[str, Builder] = {"mlp": _digits, "alexnet": _alexnet, "lstm": _lstm}
 
 
 def sizes(net: str, quick: bool, device: str) -> Sizes:
@@ -152,36 +164,40 @@ class _Autocast:
             return self._p.evaluate(model, hyper_fn, split)
 
 
-def _weights(task: Any) -> dict[str, Any]:
-    """The task's weight-training settings, the same for every mode."""
-    keys = ("optimizer", "lr", "momentum", "grad_clip")
-    return {k: getattr(task, k) for k in keys if hasattr(task, k)}
-
-
-def stn_config(task: Any, mode: str, device: str, **extra: Any):
-    """The STNConfig of a mode, with the task's weight-training settings."""
+def mode_configs(task: Any, device: str) -> dict[str, Any]:
+    """The loop settings of every mode, with the task's training settings (`TRAIN_FIELDS`):
+    plain, a FixedConfig whose step budget `train_mode` sets per run; stn and delta-stn, an
+    STNConfig (its default cycle, or Delta-STN's preset) without an epoch or step budget."""
+    from experiments.fixed import TRAIN_FIELDS, FixedConfig
     from stn.loop import STNConfig
 
-    kw = {**_weights(task), "epochs": 10**6, "device": device, "seed": 0, **extra}
-    return STNConfig.delta_stn(**kw) if mode == "delta-stn" else STNConfig(**kw)
+    names = [k for k in TRAIN_FIELDS if k not in ("epochs", "max_steps") and hasattr(task, k)]
+    kw = {**{k: getattr(task, k) for k in names}, "epochs": 10**6, "device": device, "seed": 0}
+    return {
+        "plain": FixedConfig.from_task(task, epochs=None, max_steps=1, log_every=1),
+        "stn": STNConfig(**kw),
+        "delta-stn": STNConfig.delta_stn(**kw),
+    }
 
 
-def train_mode(problem: Any, task: Any, mode: str, units: int, device: str, log=None) -> int:
-    """Train `units` logged units (plain steps or STN cycles) with the real loop; returns the
-    training batches (per unit) of the mode."""
+def batches_per_unit(cfg: Any) -> int:
+    """Training batches of one logged unit: a plain step, or an STN cycle's weight steps."""
+    return getattr(cfg, "train_steps", 1)
+
+
+def train_mode(problem: Any, cfg: Any, units: int, log=None) -> None:
+    """Train `units` logged units (plain steps or STN cycles) of a mode with its real loop."""
     from experiments.fixed import FixedConfig, train_fixed
     from stn.loop import train
 
-    if mode == "plain":
-        cfg = FixedConfig(epochs=None, max_steps=units + 1, log_every=1, **_weights(task))
+    if isinstance(cfg, FixedConfig):  # a budget past the stop: no end-of-budget evaluation
+        cfg = dataclasses.replace(cfg, max_steps=units + 1)
         train_fixed(problem, None, cfg, log=log, stop_after_steps=units)
-        return 1
-    cfg = stn_config(task, mode, device)
-    train(problem, cfg, log=log, stop_after_steps=cfg.train_steps * units)
-    return cfg.train_steps
+    else:
+        train(problem, cfg, log=log, stop_after_steps=batches_per_unit(cfg) * units)
 
 
-def _intervals(problem, task, mode: str, n: int, device: str) -> list[tuple[float, float]]:
+def _intervals(problem, mode: str, cfg: Any, n: int, device: str) -> list[tuple[float, float]]:
     """(wall, CPU) seconds of n units after one warm-up unit (model built, first kernels run,
     buffers allocated)."""
     stamps: list[tuple[float, float]] = []
@@ -191,39 +207,37 @@ def _intervals(problem, task, mode: str, n: int, device: str) -> list[tuple[floa
         if row.get("kind") == kind:
             stamps.append(common.stamp(device))
 
-    train_mode(problem, task, mode, n + 1, device, log)
+    train_mode(problem, cfg, n + 1, log)
     pairs = list(zip(stamps, stamps[1:]))  # the unit before the first stamp warmed up
     if len(pairs) < n:
         raise RuntimeError(f"{mode}: only {len(pairs)} of {n} intervals (did training diverge?)")
     return [(b[0] - a[0], b[1] - a[1]) for a, b in pairs]
 
 
-def measure_time(net: str, quick: bool, device: str, amp: bool, modes=MODES) -> dict[str, Any]:
+def measure_time(net: str, quick: bool, device: str, amp: bool) -> dict[str, Any]:
     """Throughput of each mode and the STN/plain ratios, for one network."""
     sz = sizes(net, quick, device)
-    modes = tuple(m for m in modes if not (m == "delta-stn" and sz.skip))
-    from stn.loop import STNConfig
-
-    t_delta = STNConfig.delta_stn().train_steps
-    steps = max((sz.intervals["delta-stn"] + 1) * t_delta, 2 * (sz.intervals["stn"] + 1),
-                sz.intervals["plain"] + 1)  # fmt: skip
-    task, problem, label = BUILDERS[net](quick, device, steps)
+    task, make_problem, label = BUILDERS[net](quick, device)
+    cfgs = mode_configs(task, device)
+    # one epoch holds the longest run, Delta-STN's even where it is skipped (same data either way)
+    steps = max((sz.intervals[m] + 1) * batches_per_unit(cfgs[m]) for m in MODES)
+    problem = make_problem(steps)
     if amp:
         problem = _Autocast(problem, device, torch.bfloat16)
+    modes = tuple(m for m in MODES if not (m == "delta-stn" and sz.skip))
     samples: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
     for _ in range(sz.repeats):  # alternate, so every mode sees the same background load
         for m in modes:
-            samples[m] += _intervals(problem, task, m, sz.intervals[m], device)
+            samples[m] += _intervals(problem, m, cfgs[m], sz.intervals[m], device)
     batch = problem.batch_size(next(iter(problem.train_batches(0))))
     out: dict[str, Any] = {"network": label, "batch": batch, "modes": {}}
     for m in modes:
-        cfg = stn_config(task, m, device) if m != "plain" else None
-        per = 1 if cfg is None else cfg.train_steps  # training batches per interval
+        cfg, per = cfgs[m], batches_per_unit(cfgs[m])  # training batches per interval
         wall = common.median(w for w, _ in samples[m]) / per
         cpu = common.median(c for _, c in samples[m]) / per
         row = {"s_per_batch": wall, "cpu_s_per_batch": cpu, "examples_per_s": batch / wall,
                "samples": len(samples[m])}  # fmt: skip
-        if cfg is not None:
+        if m != "plain":
             row["cycle"] = f"{cfg.train_steps}+{cfg.val_steps}"
             row["linearize"] = cfg.linearize
         out["modes"][m] = row
@@ -231,7 +245,7 @@ def measure_time(net: str, quick: bool, device: str, amp: bool, modes=MODES) -> 
     if sz.skip:
         out["modes"]["delta-stn"] = {"skipped": sz.skip}
     for m in modes[1:]:
-        row, cfg = out["modes"][m], stn_config(task, m, device)
+        row, cfg = out["modes"][m], cfgs[m]
         row["ratio"] = row["s_per_batch"] / plain["s_per_batch"]
         row["cpu_ratio"] = row["cpu_s_per_batch"] / plain["cpu_s_per_batch"]
         if m == "stn":
@@ -304,10 +318,11 @@ def memory_child(net: str, mode: str, quick: bool, device: str, amp: bool) -> di
     """
     import gc
 
-    task, problem, _ = BUILDERS[net](quick, device, 12)
+    task, make_problem, _ = BUILDERS[net](quick, device)
+    cfg, problem = mode_configs(task, device)[mode], make_problem(12)
     if amp:
         problem = _Autocast(problem, device, torch.bfloat16)
-    train_mode(problem, task, mode, 1, device)
+    train_mode(problem, cfg, 1)
     gc.collect()
     cuda = torch.device(device).type == "cuda"
     if cuda:
@@ -317,7 +332,7 @@ def memory_child(net: str, mode: str, quick: bool, device: str, amp: bool) -> di
     else:
         common.trim_heap()
         base, reset = common.rss_mb(), common.peak_rss_reset()
-    train_mode(problem, task, mode, 1, device)
+    train_mode(problem, cfg, 1)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else common.peak_rss_mb()
     out = {"peak_growth_mb": peak - base, "measure": "cuda allocator" if cuda else "peak RSS"}
     if not cuda:
@@ -333,9 +348,7 @@ def measure_memory(net: str, quick: bool, device: str, amp: bool, threads: int) 
         cmd = [sys.executable, "-m", "benchmarks.bench_stn_cost", "--memory-child", net, mode,
                "--device", device, "--threads", str(threads)]  # fmt: skip
         cmd += ["--quick"] * quick + ["--amp"] * amp
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"memory of {net}/{mode} failed: {done.stderr.strip()[-800:]}")
+        done = common.run_checked(cmd, f"memory of {net}/{mode}")
         rows[mode] = json.loads(done.stdout.strip().splitlines()[-1])
     plain = rows["plain"]["peak_growth_mb"]
     for mode, r in rows.items():

@@ -3,6 +3,7 @@
     info = machine_info()                 # CPU model, cores, GPU, torch, threads
     slug = machine_slug(info)             # "amd-epyc-2c" or "...-nvidia-h100-80gb-hbm3"
     with Clock(device) as c: step()       # c.wall, c.cpu (CUDA synchronised)
+    run_checked(cmd, "the sweep")          # a subprocess; RuntimeError with its stderr's end
     save_results(results, Path("benchmarks/results"))   # -> <slug>.json (merged)
     write_docs(Path("docs/benchmarks.md"), Path("benchmarks/results"))
 
@@ -21,6 +22,7 @@ import platform
 import re
 import resource
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -40,6 +42,7 @@ __all__ = [
     "peak_rss_reset",
     "peak_rss_mb",
     "rss_mb",
+    "run_checked",
     "save_results",
     "sync",
     "trim_heap",
@@ -161,6 +164,16 @@ def peak_rss_mb() -> float:
     except (OSError, ValueError):
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- subprocesses ------------------------------------------------------------------------------
+def run_checked(cmd: list[str], what: str) -> subprocess.CompletedProcess[str]:
+    """Run `cmd` with its output captured; a non-zero exit raises RuntimeError("<what> failed:
+    <the last 800 characters of its stderr>")."""
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed: {done.stderr.strip()[-800:]}")
+    return done
 
 
 # --- results -----------------------------------------------------------------------------------

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 
 from benchmarks import __main__ as bench_main
-from benchmarks import bench_hpo, bench_report, bench_stn_cost, common
+from benchmarks import bench_augment, bench_bo, bench_hpo, bench_report, bench_stn_cost, common
 
 
 def _positive(x) -> bool:
@@ -56,10 +57,66 @@ def test_hpo_reads_a_store(tmp_path):
     assert set(res["methods"]) == {"grid", "random", "bo", "hyperband", "stn", "delta-stn"}
     for s in res["methods"].values():
         assert s["seeds"] == 2 and _positive(s["final_test_loss"]) and _positive(s["epochs"])
-    for h in res["stn_vs_baselines"].values():
-        assert h["seeds"] == 2 and 0 <= h["reached"] <= 2
-        assert h["epochs_fraction"] is None or _positive(h["epochs_fraction"])
+    # the store is seeded: STN reaches every baseline's final loss in both seeds, after these
+    # fractions of its epochs (a multiple of 1/8: 4 epochs, median of 2 seeds)
+    head = res["stn_vs_baselines"]
+    fractions = {"bo": 1.0, "grid": 0.875, "hyperband": 0.625, "random": 0.875}
+    assert {b: h["epochs_fraction"] for b, h in head.items()} == fractions
+    for h in head.values():
+        assert h["seeds"] == 2 and h["reached"] == 2
+        # an STN epoch is 0.13 s a step, a trial's 0.07 s: the seconds scale by 13/7
+        assert h["seconds_fraction"] == pytest.approx(h["epochs_fraction"] * 13 / 7)
     assert all(p[0] > 0 and p[1] > 0 for p in res["curves"]["stn"]["0"])
+
+
+def test_hpo_headline_on_hand_made_curves():
+    """STN's compute to reach each baseline's final loss (at or below), over the baseline's."""
+    stn = {"points": [(1.0, 3.0, 0.9), (2.0, 6.0, 0.6), (4.0, 12.0, 0.45)], "final": 0.45,
+           "epochs": 4.0, "seconds": 12.0}  # fmt: skip
+    base = lambda final: {"points": [], "final": final, "epochs": 8.0, "seconds": 16.0}  # noqa: E731
+    c = {
+        "grid": {0: base(0.6), 1: base(0.2), 2: base(0.45), 3: base(0.1), 4: base(None)},
+        "stn": {0: stn, 1: stn, 2: stn, 4: stn},  # no seed 3: not counted
+        "delta-stn": {0: stn},  # a single run, never a baseline
+    }
+    # seed 0 reached at epoch 2 (= its loss), seed 1 never, seed 2 at epoch 4; seed 4 has no final
+    assert bench_hpo.headline(c) == {
+        "grid": {
+            "seeds": 3,
+            "reached": 2,
+            "epochs_fraction": (2 / 8 + 4 / 8) / 2,
+            "seconds_fraction": (6 / 16 + 12 / 16) / 2,
+        }
+    }
+    assert bench_hpo.headline(c, "delta-stn")["grid"] == {
+        "seeds": 1, "reached": 1, "epochs_fraction": 2 / 8, "seconds_fraction": 6 / 16}  # fmt: skip
+    c["stn"] = {k: {**stn, "points": []} for k in c["stn"]}  # never reaches anything
+    assert bench_hpo.headline(c)["grid"] == {
+        "seeds": 3, "reached": 0, "epochs_fraction": None, "seconds_fraction": None}  # fmt: skip
+
+
+def test_renderers_of_augment_and_bo_live_in_their_modules():
+    aug = {"batched_ms": 1.0, "per_image_ms": 8.0, "batched_images_per_s": 128000.0,
+           "per_image_images_per_s": 16000.0, "batched_cpu_ms": 1.0, "per_image_cpu_ms": 8.0,
+           "ratio": 8.0, "cpu_ratio": 8.0, "target_ratio": 5.0, "meets_target": True,
+           "threads": 1, "repeats": 5}  # fmt: skip
+    lines = bench_main.RENDERERS["augment"](aug)
+    assert lines == bench_augment.render(aug)
+    assert lines[-1].endswith("target >= 5x: met (1 thread, median of 5).")
+    f = {"minimum": 0.4, "random": {"median_best": 0.9}, "bo": {"median_best": 0.5}}
+    bo = {"functions": {"branin": f}, "seeds": 3, "evaluations": 15, "target_ask_seconds": 1.0,
+          "ask_seconds_100obs_15d": 0.2, "ask_seconds_100obs_15d_default_threads": 0.3}  # fmt: skip
+    lines = bench_main.RENDERERS["bo"](bo)
+    assert lines == bench_bo.render(bo) and "| branin | 0.4 | 0.9 | 0.5 |" in lines
+    assert bench_main.RENDERERS["bo"]({"error": "boom"}) == ["Failed: boom"]
+
+
+def test_run_checked_reports_the_end_of_stderr():
+    assert common.run_checked([sys.executable, "-c", "print(7)"], "seven").stdout == "7\n"
+    code = "import sys; sys.stderr.write('x' * 900 + 'the cause'); sys.exit(3)"
+    with pytest.raises(RuntimeError, match=r"^the child failed: x+the cause$") as e:
+        common.run_checked([sys.executable, "-c", code], "the child")
+    assert len(str(e.value)) == len("the child failed: ") + 800
 
 
 def test_report_quick(tmp_path, monkeypatch):
