@@ -54,7 +54,7 @@ def test_environment_matches_pyproject():
     extra = sorted({_name(p) for p in pip if not p.startswith("-")} - {_name(r) for r in wanted})
     assert not extra, f"environment.yml has pip packages pyproject.toml lacks: {extra}"
     # the pins of torch and torchvision agree
-    pins_py, pins_conda = _pins(wanted), _pins(c.replace("=", "==", 1) for c in conda)
+    pins_py, pins_conda = _pins(wanted), _pins(conda)  # _pins reads "=" and "=="
     for pkg in ("torch", "torchvision"):
         assert pins_py[pkg] == pins_conda[pkg], f"{pkg}: {pins_py[pkg]} vs {pins_conda[pkg]}"
     assert any(c.startswith("python=3.11") for c in conda)
