@@ -112,20 +112,12 @@ Call = tuple[Callable[..., Any], tuple, dict[str, Any]]  # fn, args, kwargs
 def submit(executor: Any, calls: list[Call], max_array: int) -> list:
     """Submit each call as a job that SLURM requeues after a timeout or preemption (the call
     finds its checkpoint again); several calls go as job arrays of at most `max_array` tasks."""
+    from slurm.executors import submit_calls
     from slurm.jobs import ResumableJob
 
-    jobs: list = []
-    for start in range(0, len(calls), max_array):
-        wrapped = [
-            ResumableJob(fn, *args, **kw) for fn, args, kw in calls[start : start + max_array]
-        ]
-        if len(wrapped) == 1:  # a single job: not an array of one
-            jobs.append(executor.submit(wrapped[0]))
-            continue
-        with executor.batch():
-            chunk = [executor.submit(w) for w in wrapped]
-        jobs.extend(chunk)
-    return jobs
+    return submit_calls(
+        executor, [(ResumableJob(f, *a, **kw), ()) for f, a, kw in calls], max_array
+    )
 
 
 def collect(job: Any, run_dir: Path, params: Mapping[str, float] | None) -> dict[str, Any]:

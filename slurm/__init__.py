@@ -9,6 +9,7 @@ from .executors import (
     parse_extra,
     slurm_unreachable,
     submit_array,
+    submit_calls,
 )
 from .jobs import ResumableJob, on_checkpoint
 
@@ -22,4 +23,5 @@ __all__ = [
     "parse_extra",
     "slurm_unreachable",
     "submit_array",
+    "submit_calls",
 ]

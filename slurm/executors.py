@@ -29,6 +29,7 @@ __all__ = [
     "parse_extra",
     "slurm_unreachable",
     "submit_array",
+    "submit_calls",
 ]
 
 LAUNCHERS = ("debug", "local", "slurm")
@@ -179,14 +180,28 @@ def submit_array(
     chunks x array_parallelism tasks may run at once. The local executor has no such limit:
     it starts every task at once.
     """
+    return submit_calls(executor, [(fn, args) for args in args_list], max_array_size)
+
+
+def submit_calls(
+    executor: submitit.Executor,
+    calls: Sequence[tuple[Callable[..., Any], Sequence[Any]]],
+    max_array_size: int,
+) -> list[submitit.Job]:
+    """`submit_array` for calls of different functions: `fn(*args)` for each (fn, args), as
+    arrays of at most `max_array_size` tasks; a lone call goes as a single job."""
     _check_int("max_array_size", max_array_size, 1)
     jobs: list[submitit.Job] = []
-    for start in range(0, len(args_list), max_array_size):
-        chunk = args_list[start : start + max_array_size]
+    for start in range(0, len(calls), max_array_size):
+        chunk = calls[start : start + max_array_size]
         # clean_env: submitted from inside a job (a driver job), the tasks must not inherit
         # that job's SLURM_* variables (its GPUs, CPUs, task ids).
-        with submitit.helpers.clean_env(), executor.batch():
-            chunk_jobs = [executor.submit(fn, *args) for args in chunk]
+        with submitit.helpers.clean_env():
+            if len(chunk) == 1:  # not an array of one
+                jobs.append(executor.submit(chunk[0][0], *chunk[0][1]))
+                continue
+            with executor.batch():
+                chunk_jobs = [executor.submit(fn, *args) for fn, args in chunk]
         jobs.extend(chunk_jobs)
     return jobs
 

@@ -11,7 +11,15 @@ import pytest
 import submitit
 from submitit.helpers import DelayedSubmission
 
-from slurm import Launch, LaunchError, ResumableJob, make_executor, on_checkpoint, submit_array
+from slurm import (
+    Launch,
+    LaunchError,
+    ResumableJob,
+    make_executor,
+    on_checkpoint,
+    submit_array,
+    submit_calls,
+)
 
 GOLDEN = Path(__file__).parent / "golden" / "gpu_launch.sbatch"
 
@@ -101,6 +109,20 @@ def test_submit_array_splits_at_max_array_size(tmp_path):
     assert [j.result() for j in jobs] == [2**k for k in range(7)]
     with pytest.raises(LaunchError, match="max_array_size=0"):
         submit_array(ex, pow, [(2, 1)], max_array_size=0)
+
+
+def test_submit_calls_mixes_functions_and_hides_a_drivers_slurm_variables(tmp_path, monkeypatch):
+    ex = make_executor(Launch(launcher="debug"), tmp_path / "debug")
+    batches: list[int] = []
+    process = ex._internal_process_submissions
+    ex._internal_process_submissions = lambda subs: batches.append(len(subs)) or process(subs)
+    jobs = submit_calls(ex, [(pow, (2, 3)), (divmod, (7, 2)), (abs, (-1,))], max_array_size=2)
+    assert batches == [2, 1] and [j.result() for j in jobs] == [8, (3, 1), 1]
+    # a driver running inside a SLURM job: its tasks must not see the job's own variables
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "7")
+    local = make_executor(Launch(launcher="local"), tmp_path / "local")
+    (job,) = submit_calls(local, [(os.environ.get, ("SLURM_CPUS_PER_TASK", "unset"))], 1)
+    assert job.result() == "unset" and os.environ["SLURM_CPUS_PER_TASK"] == "7"
 
 
 def _hook_raises() -> None:
