@@ -34,7 +34,14 @@ from stn.problem import Problem
 from stn.schedule import Plateau
 from stn.space import Space
 
-__all__ = ["TRAIN_FIELDS", "FixedConfig", "train_fixed", "values_at"]
+__all__ = [
+    "OPTIMIZERS",
+    "TRAIN_FIELDS",
+    "FixedConfig",
+    "steps_per_epoch",
+    "train_fixed",
+    "values_at",
+]
 
 OPTIMIZERS = ("sgd", "adam")
 # what a task config may set for both training loops (same names in stn.STNConfig)
@@ -130,7 +137,8 @@ def values_at(
     return _clip(space, values)
 
 
-def _steps_per_epoch(problem: Problem) -> int:
+def steps_per_epoch(problem: Problem) -> int:
+    """The problem's own count, or its training batches of epoch 0 counted."""
     if hasattr(problem, "steps_per_epoch"):
         return int(problem.steps_per_epoch())
     return sum(1 for _ in problem.train_batches(0))
@@ -205,7 +213,7 @@ class _Run:
     def __init__(self, problem: Problem, base: dict[str, float], cfg: FixedConfig, log, path):
         self.problem, self.space, self.base, self.cfg = problem, problem.space, base, cfg
         self.log, self.path = log, path
-        self.spe = _steps_per_epoch(problem)
+        self.spe = steps_per_epoch(problem)
         by_epochs = max(1, round(cfg.epochs * self.spe)) if cfg.epochs is not None else math.inf
         self.total = min(by_epochs, cfg.max_steps if cfg.max_steps is not None else math.inf)
         ckpt.seed_everything(cfg.seed)  # a resumed run restores its RNG from the checkpoint

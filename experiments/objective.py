@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .fixed import TRAIN_FIELDS, FixedConfig, train_fixed
+from .fixed import TRAIN_FIELDS, FixedConfig, steps_per_epoch, train_fixed
 from .progress import Progress
 from .spec import Variant, to_dict
 from .store import RunDir
@@ -121,7 +121,8 @@ def run_stn(
     if inits:
         task = dataclasses.replace(task, init={**task.init, **inits})
     problem = task.build(seed, device)
-    cfg = stn_config(exp, method, seed, device, _steps_per_epoch(problem), task=task)
+    spe = steps_per_epoch(problem)
+    cfg = stn_config(exp, method, seed, device, spe, task=task)
     spec = {
         "method": method,
         "seed": seed,
@@ -129,7 +130,7 @@ def run_stn(
         "init": problem.space.init(),
     }
     with _Recorder(exp, method, seed, run, spec, task.epochs, wandb, key="row") as rec:
-        rec.spe = _steps_per_epoch(problem)
+        rec.spe = spe
         out = train(
             problem,
             cfg,
@@ -176,12 +177,6 @@ def stn_config(exp: Any, method: str, seed: int, device: str, steps_per_epoch: i
     values.update(seed=seed, device=str(device))
     values["checkpoint_every_steps"] = values["checkpoint_every_steps"] or steps_per_epoch
     return STNConfig.from_dict(values)
-
-
-def _steps_per_epoch(problem: Any) -> int:
-    if hasattr(problem, "steps_per_epoch"):
-        return int(problem.steps_per_epoch())
-    return sum(1 for _ in problem.train_batches(0))
 
 
 def _checkpoint_of(path: str | Path | None) -> Path | None:

@@ -30,19 +30,19 @@ from .progress import Progress
 from .spec import Experiment, SpecError, apply_overrides, derive_seed, to_dict
 from .spec import smoke as smoke_spec
 from .store import RunDir, run_path
+from .wandb_mirror import MODES
 
 __all__ = [
     "STN_METHODS",
     "WANDB_MODES",
     "resolve",
     "run_experiment",
-    "stn_job",
     "valid_methods",
     "wandb_offline_dirs",
 ]
 
 STN_METHODS = ("stn", "delta-stn")
-WANDB_MODES = ("off", "offline", "online")
+WANDB_MODES = MODES
 
 
 def valid_methods(exp: Experiment) -> tuple[str, ...]:
@@ -246,9 +246,10 @@ def run_experiment(
     exp = resolve(exp, smoke=smoke, overrides=overrides, launcher=launcher)
     if seeds is not None:
         exp = apply_overrides(exp, {"seeds": tuple(seeds)})
-    if methods is not None:  # checked like the spec's own: none, or one repeated
-        exp = apply_overrides(exp, {"methods": tuple(methods)})
-    methods = exp.methods
+    if methods is None:
+        methods = exp.methods
+    else:  # checked as the spec's own list is (empty, repeated); the spec keeps the whole list
+        methods = apply_overrides(exp, {"methods": tuple(methods)}).methods
     if wandb is None:
         wandb = "offline" if exp.launch.launcher == "slurm" else "off"
     if wandb not in WANDB_MODES:

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .driver import JOURNAL, SUMMARY
 from .spec import SpecError
 
 __all__ = ["format_status", "status"]
@@ -80,10 +81,10 @@ def _asked(journal: Path) -> set[int]:
 
 def _unit(folder: Path) -> dict[str, Any]:
     names = {p.name for p in folder.iterdir() if p.is_dir() and _TRIAL.match(p.name)}
-    names |= {f"trial{i}" for i in _asked(folder / "search_journal.jsonl")}
+    names |= {f"trial{i}" for i in _asked(folder / JOURNAL)}
     trials = [folder / n for n in names]
-    search = _read(folder / "search.json")
-    if not trials and search is None and not (folder / "search_journal.jsonl").exists():
+    search = _read(folder / SUMMARY)
+    if not trials and search is None and not (folder / JOURNAL).exists():
         state, val, job = _run_state(folder)
         return {"kind": "run", "status": state, "best_val_loss": val, "jobs": [job] if job else []}
     counts = {"done": 0, "running": 0, "failed": 0}

@@ -40,9 +40,9 @@ class Toy:
     def __call__(self, exp, method, seed, params, run_dir, *, epochs=None, resume_from=None,
                  variant=None, wandb="off", device="cpu"):  # fmt: skip
         run = RunDir(run_dir)
+        self.calls += 1  # counted first: a finished trial must not be submitted again
         if run.done:
             return run.read_result()
-        self.calls += 1
         if self.calls == self.interrupt_at:
             raise KeyboardInterrupt
         run.write_spec({"method": method, "seed": seed, "params": params})

@@ -48,8 +48,11 @@ def test_interrupted_run_resumes_bit_identical(toy_problem, tmp_path):
     assert evals(cut_rows) == evals(full_rows)
     a, b = ckpt.load(tmp_path / "a.pt")["model"], ckpt.load(tmp_path / "b.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    # a finished run found again just returns its result
-    assert run(toy_problem(), tmp_path / "a.pt", cfg={"epochs": 3})["val_loss"] == full["val_loss"]
+    # a finished run found again just returns its result: no step trained, no row logged
+    again_rows: list = []
+    again = run(toy_problem(), tmp_path / "a.pt", rows=again_rows, cfg={"epochs": 3})
+    assert again["val_loss"] == full["val_loss"] and again["steps"] == full["steps"]
+    assert again_rows == []
 
 
 def test_promotion_continues_another_runs_checkpoint(toy_problem, tmp_path):

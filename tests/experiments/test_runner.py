@@ -45,11 +45,11 @@ class ToySTN:
 
 def _record(run_dir: Path, exp, params: dict, method: str) -> dict:
     run = RunDir(run_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    with open(run.path / "starts.txt", "a") as f:  # how often a job ran it, finished or not
+        f.write("start\n")
     if run.done:
         return run.read_result()
-    run.path.mkdir(parents=True, exist_ok=True)
-    with open(run.path / "starts.txt", "a") as f:  # how often this run was trained
-        f.write("start\n")
     spec = {"experiment": {"task": dataclasses.asdict(exp.task)}, "params": params}
     run.write_spec(spec)
     val = (params["x"] - 0.2) ** 2 + exp.task.offset
@@ -112,6 +112,8 @@ def test_runs_every_method_and_seed_then_reuses_them(tmp_path, capsys):
     again = run_experiment(toy_exp(), runs_dir=tmp_path, objectives=OBJECTIVES, bar=False)
     assert again[("random", 1)]["trials"] == out[("random", 1)]["trials"]
     assert files(tmp_path) == before
+    starts = list(tmp_path.rglob("starts.txt"))
+    assert len(starts) == 2 * 5 and {p.read_text() for p in starts} == {"start\n"}  # no reruns
 
 
 def test_methods_and_seeds_select_units_and_smoke_applies(tmp_path):
