@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import common
-from experiments.driver import JOURNAL, SUMMARY, _read_journal
+from experiments.driver import JOURNAL, SUMMARY, read_journal
 from experiments.jobs import finite
 from experiments.store import RunDir
 
@@ -63,7 +63,7 @@ def single_curve(run_dir: Path) -> tuple[list[Point], float, float]:
 
 def search_curve(seed_dir: Path) -> tuple[list[Point], float, float]:
     """A search's curve over its trials in the order they finished; its total compute."""
-    tells = [e for e in _read_journal(seed_dir / JOURNAL) if e.get("event") == "tell"]
+    tells = [e for e in read_journal(seed_dir / JOURNAL) if e.get("event") == "tell"]
     if not tells:  # no journal: trial order, each trial's own record
         summary = json.loads((seed_dir / SUMMARY).read_text())
         tells = [{"id": t["trial"], "epochs": t.get("epochs"), "seconds": t.get("wall_s")}

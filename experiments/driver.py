@@ -28,7 +28,15 @@ from .progress import Progress
 from .spec import Experiment, SpecError, derive_seed, to_dict
 from .store import STATUSES, RunDir, atomic_write_bytes, atomic_write_json, run_path
 
-__all__ = ["JOURNAL", "SUMMARY", "Search", "check_searcher", "run_search", "search_job"]
+__all__ = [
+    "JOURNAL",
+    "SUMMARY",
+    "Search",
+    "check_searcher",
+    "read_journal",
+    "run_search",
+    "search_job",
+]
 
 JOURNAL = "search_journal.jsonl"
 SUMMARY = "search.json"
@@ -41,9 +49,10 @@ _SUMMARY_KEYS = ("val_loss", "test_loss", "val_metric", "test_metric", "epochs",
 # --- the search -----------------------------------------------------------------------------
 
 
-def _read_journal(path: Path) -> list[dict[str, Any]]:
-    """The journal's events; a line cut by a crash (the last one) is dropped from the file too,
-    so that the events appended after it stay readable."""
+def read_journal(path: str | Path, repair: bool = False) -> list[dict[str, Any]]:
+    """A search journal's events, up to a line cut by a crash (the last one); `repair` drops
+    that line from the file too, so that the events appended after it stay readable."""
+    path = Path(path)
     if not path.exists():
         return []
     events, lines = [], path.read_text().splitlines()
@@ -52,7 +61,7 @@ def _read_journal(path: Path) -> list[dict[str, Any]]:
             events.append(json.loads(line))
         except json.JSONDecodeError:
             break
-    if len(events) < len(lines):
+    if repair and len(events) < len(lines):
         atomic_write_bytes(path, "".join(json.dumps(e) + "\n" for e in events).encode())
     return events
 
@@ -86,7 +95,7 @@ class Search:
         self.records: dict[int, dict[str, Any]] = {}  # told trial id -> its result record
         self.inflight: dict[int, Any] = {}  # trial id -> job (None: asked, not yet submitted)
         self.job_ids: dict[str, str] = {}
-        events = _read_journal(self.dir / JOURNAL)
+        events = read_journal(self.dir / JOURNAL, repair=True)
         replay(self.searcher, events)
         self._journalled = len(self.searcher.events)
         self._elapsed0 = max((e.get("elapsed", 0.0) for e in events), default=0.0)

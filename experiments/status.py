@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .driver import JOURNAL, SUMMARY
+from .driver import JOURNAL, SUMMARY, read_journal
 from .spec import SpecError
 
 __all__ = ["format_status", "status"]
@@ -64,19 +64,7 @@ def status(runs_dir: str | Path, experiment: str) -> list[dict[str, Any]]:
 
 def _asked(journal: Path) -> set[int]:
     """Trial ids the searcher proposed (queued jobs have no folder yet)."""
-    try:
-        lines = journal.read_text().splitlines()
-    except FileNotFoundError:
-        return set()
-    ids = set()
-    for line in lines:
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if event.get("event") == "ask":
-            ids.add(int(event["id"]))
-    return ids
+    return {int(e["id"]) for e in read_journal(journal) if e.get("event") == "ask"}
 
 
 def _unit(folder: Path) -> dict[str, Any]:
