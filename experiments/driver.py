@@ -174,8 +174,12 @@ class Search:
         new = [t for t, job in self.inflight.items() if job is None]
         calls = []
         for t in new:
-            rec = RunDir(self.trial_dir(t)).read_result()
-            adopted = None if rec else self._adopt(executor, t)
+            run = RunDir(self.trial_dir(t))
+            rec, adopted = run.read_result(), None
+            if rec is None:
+                adopted = self._adopt(executor, t)
+                # a job that ended between the two looks has written its result by now
+                rec = run.read_result() if adopted is None else None
             if rec is not None:
                 self.inflight[t] = Done(rec)
             elif adopted is not None:

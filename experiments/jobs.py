@@ -4,6 +4,7 @@ how jobs are submitted (single jobs or arrays), collected and re-attached after 
 from __future__ import annotations
 
 import math
+import subprocess
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -25,8 +26,6 @@ __all__ = [
     "submit",
     "trial_job",
 ]
-
-SLURM_LIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED")
 
 
 def failed_record(
@@ -135,16 +134,22 @@ def collect(job: Any, run_dir: Path, params: Mapping[str, float] | None) -> dict
 
 
 def adopt_slurm_job(executor: Any, job_id: str | None) -> Any | None:
-    """Re-attach to a SLURM job still queued or running from an interrupted sweep."""
+    """Re-attach to a SLURM job still queued or running from an interrupted sweep.
+
+    Asks the controller (`squeue`), not the accounting database: `sacct` may not list an array
+    task that is just starting, and resubmitting it would train one trial twice at once."""
     if not job_id:
         return None
     try:
-        from submitit.slurm.slurm import SlurmJob
-
-        job = SlurmJob(folder=executor.folder, job_id=str(job_id))
-        return job if job.state in SLURM_LIVE else None
-    except Exception:  # noqa: BLE001 - unknown to sacct: resubmit instead
+        out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
         return None
+    if out.returncode != 0 or not out.stdout.split():  # ended (or unknown): not live
+        return None
+    from submitit.slurm.slurm import SlurmJob
+
+    return SlurmJob(folder=executor.folder, job_id=str(job_id))
 
 
 def stn_job(
