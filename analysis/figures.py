@@ -301,7 +301,8 @@ def final_hparams(
             sns.stripplot(data=data, x="method", y=col, order=order, hue="method",
                           hue_order=order, palette=pal, legend=False, ax=ax, size=5,
                           jitter=0.15)  # fmt: skip
-            ax.tick_params(axis="x", rotation=45)
+            # anchored at their tick, so that long names don't overlap
+            ax.set_xticks(range(len(order)), order, rotation=45, ha="right", rotation_mode="anchor")
             _y_axis(ax, name, log)
         ax.set(title=name, xlabel="method", ylabel=name + (" (log scale)" if name in log else ""))
     fig.suptitle(title)
