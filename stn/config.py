@@ -51,6 +51,7 @@ class STNConfig:
     decay_window: int = 0  # non-monotone window, in evaluations (0: off; CNN 60, LSTM 5)
     patience: int = 0  # stop after this many evaluations without a new best (0: off)
     min_lr: float = 0.0  # stop once the weights' LR is below this (LSTM: 3e-4)
+    decay_reset: bool = False  # clear the plateau history after a decay (False: the authors')
     seed: int = 0  # seeds Python, NumPy and torch at the start of a fresh run
     device: str = "cpu"  # torch device of the model, hyperparameters and batches
     checkpoint_every_steps: int = 0  # also save every this many weight steps (0: end only)
