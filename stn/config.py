@@ -43,7 +43,7 @@ class STNConfig:
     perturb_in_val: bool | None = None  # perturb in hyper steps; None: as tune_scales
     entropy_weight: float = 1e-3  # tau, weight of the perturbation's entropy
     sigma_init: float = 0.5  # initial perturbation scale (unconstrained units)
-    anchored: bool = False  # layers see u~ - u0 instead of u~ (stn.Hyper; the PTB experiments)
+    anchored: bool = False  # layers see u~ - u0 instead of u~ (stn.Hyper; an option)
     delta: bool = False  # Delta-STN: centred input, V = 0 at start, split weight updates
     linearize: bool = False  # Delta-STN: train the response through its linearisation (jvp)
     evaluate_every: int = 1  # full val/test evaluation every this many epochs
