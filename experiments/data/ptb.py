@@ -12,7 +12,7 @@ experiments train with a fixed one).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -42,8 +42,9 @@ class Corpus:
     train: torch.Tensor
     valid: torch.Tensor
     test: torch.Tensor
-    train_vocab: int  # words of the training file: ids 0 .. train_vocab - 1
-    oov: dict[str, dict[str, int]]  # "valid" | "test" -> {"tokens", "types"} not in training
+    train_vocab: int | None = None  # words of the training file: ids 0 .. train_vocab - 1
+    # "valid" | "test" -> {"tokens", "types"} of words the training file lacks
+    oov: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def vocab_size(self) -> int:

@@ -56,7 +56,9 @@ _POSITIVE = (lambda v: v > 0, "> 0")
 _NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
 # The rule of each task field of this name (None is valid where a field allows it).
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    **dict.fromkeys("hidden layers emb bptt batch eval_batch data_limit width".split(), _POSITIVE),
+    **dict.fromkeys(
+        "hidden layers emb bptt batch eval_batch test_batch data_limit width".split(), _POSITIVE
+    ),
     **dict.fromkeys("epochs max_steps lr grad_clip".split(), _POSITIVE),
     **dict.fromkeys(
         "split_seed decay_window patience min_lr noise_max ar_max tar_max".split(), _NON_NEGATIVE

@@ -245,7 +245,7 @@ class PTBProblem:
         }
         self.data_info = {
             "vocab": corpus.vocab_size,
-            "train_vocab": corpus.train_vocab,
+            "train_vocab": corpus.train_vocab or corpus.vocab_size,
             "tokens": {s: len(getattr(corpus, s)) for s in ("train", "valid", "test")},
             "oov": corpus.oov,
         }

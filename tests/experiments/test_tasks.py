@@ -473,3 +473,19 @@ def test_bad_task_input_stops_the_run_before_anything_is_written(case, tmp_path,
         name = "cifar10" if exp.startswith("cifar") else "ptb"
         assert bad_file in err[0] and f"download {name} --data-dir" in err[0]
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_the_plateau_option_reaches_both_loops(reset):
+    """task.decay_reset (False: the authors' rule) is a training setting of both loops."""
+    import dataclasses
+
+    from experiments.definitions import ALL
+    from experiments.fixed import FixedConfig
+    from experiments.objective import stn_config
+
+    exp = {e.name: e for e in ALL}["ptb-lstm"]
+    assert exp.task.decay_reset is False
+    exp = dataclasses.replace(exp, task=dataclasses.replace(exp.task, decay_reset=reset))
+    assert FixedConfig.from_task(exp.task).decay_reset is reset
+    assert stn_config(exp, "stn", 0, "cpu", 10).decay_reset is reset
