@@ -58,9 +58,10 @@ class Cifar10Task:
     patience: int = 75  # stop after 75 epochs without a new best ...
     min_lr: float = 1e-5  # ... or once the LR is below 1e-5 (the authors' rules)
     decay_reset: bool = False  # stn.schedule.Plateau: False is the authors' rule
-    # cutout length as the authors' code ran it: 0..23 from 3 (it initialised on 0..25 and
-    # projected on 0..24, so init 4 became 3 and 24 was out of reach); False: the paper's 0..24
-    # from 4
+    # cutout as the authors' code ran it: their integers are floor(high * sigmoid(u)), which
+    # never reaches `high`, and the length was initialised on 0..25 but projected on 0..24: so
+    # length 0..23 from 3 (init 4 became 3) and holes 0..3 from 1. False: the paper's 0..24
+    # from 4 and 0..4 from 1
     authors_cutout: bool = True
     init: Mapping[str, float] = field(default_factory=dict)  # initial values other than below
 
@@ -69,7 +70,7 @@ class Cifar10Task:
 
     def space(self) -> Space:
         """The 15 hyperparameters of PAPER.md with their ranges and initial values."""
-        cut_max, cut_init = (23, 3) if self.authors_cutout else (24, 4)
+        (cut_max, cut_init), holes_max = ((23, 3), 3) if self.authors_cutout else ((24, 4), 4)
         drops = [HParam(f"dropout_conv{i}", 0.0, 0.9, 0.05) for i in range(1, 6)]
         space = Space.of(
             *drops,
@@ -82,7 +83,7 @@ class Cifar10Task:
             HParam("saturation", 0.0, 1.0, 0.05),
             HParam("brightness", 0.0, 1.0, 0.05),
             HParam("cutout_length", 0, cut_max, cut_init, integer=True),
-            HParam("cutout_holes", 0, 4, 1, integer=True),
+            HParam("cutout_holes", 0, holes_max, 1, integer=True),
         )
         return with_init(space, self.init)
 

@@ -109,16 +109,20 @@ def test_cifar10_space_is_the_papers():
         1.0,
     )
     length, holes = space["cutout_length"], space["cutout_holes"]
-    # as the authors' code ran: 24 * sigmoid(u) floored (0..23), from logit(4/25) -> 3
+    # as the authors' code ran: 24 * sigmoid(u) floored (0..23), from logit(4/25) -> 3, and
+    # 4 * sigmoid(u) floored (0..3) from 1
     assert (length.integer, length.low, length.high, length.init) == (True, 0, 23, 3)
-    assert (holes.integer, holes.low, holes.high, holes.init) == (True, 0, 4, 1)
+    assert (holes.integer, holes.low, holes.high, holes.init) == (True, 0, 3, 1)
     others = [p for p in space if not p.integer]
     assert all(p.init == 0.05 for p in others)
     assert Hyper(space).current()["cutout_length"] == 3.0
-    u = torch.tensor([[-20.0] * 13 + [20.0, 0.0]])  # the top of the relaxation: 23, not 24
-    assert constrain(space, u)[0, 13].item() == 23.0
-    paper = Cifar10Task(authors_cutout=False).space()["cutout_length"]  # the paper's statement
-    assert (paper.high, paper.init) == (24, 4)
+    u = torch.tensor([[-20.0] * 13 + [20.0, 20.0]])  # the top of the relaxation: 23 and 3
+    assert constrain(space, u)[0, 13:].tolist() == [23.0, 3.0]
+    u0 = torch.tensor([[0.0] * 13 + [-1.6582282, -1.0986123]])  # the authors' initial logits
+    assert constrain(space, u0)[0, 13:].tolist() == [3.0, 1.0]
+    paper = Cifar10Task(authors_cutout=False).space()  # the paper's statement
+    assert (paper["cutout_length"].high, paper["cutout_length"].init) == (24, 4)
+    assert (paper["cutout_holes"].high, paper["cutout_holes"].init) == (4, 1)
     assert Hyper(Cifar10Task(authors_cutout=False).space()).current()["cutout_length"] == 4.0
 
 
