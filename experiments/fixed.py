@@ -56,6 +56,7 @@ TRAIN_FIELDS = (
     "decay_window",
     "patience",
     "min_lr",
+    "decay_reset",
 )
 Schedule = Sequence[tuple[int, Mapping[str, float]]]  # (first step, values) in step order
 
@@ -72,6 +73,7 @@ class FixedConfig:
     decay_window: int = 0  # Plateau: non-monotone window in evaluations (0: off)
     patience: int = 0  # Plateau: stop after this many evaluations without a new best (0: off)
     min_lr: float = 0.0  # Plateau: stop once the LR falls below this
+    decay_reset: bool = False  # Plateau: clear its history after a decay (False: the authors')
     log_every: int = 0  # steps between training rows (0: evaluation rows only)
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: at evaluations only)
     seed: int = 0  # seeds Python, NumPy and torch at the start of a fresh run
@@ -220,7 +222,9 @@ class _Run:
         self.model = problem.build_model(0)
         self.device = next(self.model.parameters()).device
         self.opt = _optimizer(self.model, cfg)
-        self.plateau = Plateau(cfg.lr_decay, cfg.decay_window, cfg.patience, cfg.min_lr)
+        self.plateau = Plateau(
+            cfg.lr_decay, cfg.decay_window, cfg.patience, cfg.min_lr, reset=cfg.decay_reset
+        )
         # pos: batches of `epoch` already trained on; best / final: evaluation rows
         self.st: dict[str, Any] = {
             "step": 0,

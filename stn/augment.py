@@ -29,6 +29,7 @@ __all__ = [
     "cutout_mask",
     "hue_shift",
     "jitter_factors",
+    "jitter_order",
 ]
 
 
@@ -99,23 +100,62 @@ def hue_shift(x: Tensor, shift: Tensor) -> Tensor:
     return mx[:, None] - d[:, None] * torch.minimum(k, 4 - k).clamp(0, 1)
 
 
-def apply_color(x: Tensor, factors: Tensor) -> Tensor:
+def _brightness(x: Tensor, f: Tensor) -> Tensor:
+    return adjust_brightness_accumulative(x, f)
+
+
+def _contrast(x: Tensor, f: Tensor) -> Tensor:
+    return adjust_contrast_with_mean_subtraction(x, f)
+
+
+def _saturation(x: Tensor, f: Tensor) -> Tensor:
+    return adjust_saturation_with_gray_subtraction(x, f)
+
+
+def _hue(x: Tensor, f: Tensor) -> Tensor:
+    # examples with a shift of 0 come back exactly (the HSV round trip is not bit-exact)
+    return torch.where((f == 0).view(-1, 1, 1, 1), x, hue_shift(x, f))
+
+
+_COLOR_OPS = (_brightness, _contrast, _saturation, _hue)  # the rows of `jitter_factors`
+
+
+def jitter_order(
+    batch: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+) -> Tensor:
+    """(B, 4) long: a random permutation of the four colour operations per example (rows of
+    `jitter_factors`), as torchvision's ColorJitter shuffles them on every call."""
+    u = torch.rand((batch, 4), generator=generator, device=device)
+    return u.argsort(dim=1)
+
+
+def apply_color(x: Tensor, factors: Tensor, order: Tensor | None = None) -> Tensor:
     """Apply (4, B) factors from `jitter_factors` to x (B, 3, H, W) in [0, 1].
 
-    Fixed order brightness, contrast, saturation (kornia's torchvision-compatible operations),
-    hue (`hue_shift`); the result is clamped to [0, 1]. Examples with factors (1, 1, 1, 0) come back
-    unchanged exactly (the hue step is skipped for them: the HSV round trip is not bit-exact).
+    Operations: brightness, contrast, saturation (kornia's torchvision-compatible operations,
+    each clamped to [0, 1]) and hue (`hue_shift`). `order` (B, 4) from `jitter_order` gives
+    each example its own order; None applies them in that fixed order. Examples with factors
+    (1, 1, 1, 0) come back unchanged exactly.
     """
     _check_images(x, "apply_color")
     if factors.shape != (4, x.shape[0]):
         raise StrengthError(
             f"apply_color: factors must be (4, {x.shape[0]}), got {tuple(factors.shape)}"
         )
-    out = adjust_brightness_accumulative(x, factors[0])
-    out = adjust_contrast_with_mean_subtraction(out, factors[1])
-    out = adjust_saturation_with_gray_subtraction(out, factors[2])
-    out = torch.where((factors[3] == 0).view(-1, 1, 1, 1), out, hue_shift(out, factors[3]))
-    return out.clamp(0.0, 1.0)
+    if order is None:
+        out = x
+        for op, f in zip(_COLOR_OPS, factors):
+            out = op(out, f)
+        return out.clamp(0.0, 1.0)
+    if order.shape != (x.shape[0], 4):
+        raise StrengthError(f"apply_color: order must be ({x.shape[0]}, 4), got {order.shape}")
+    out = x.clone()
+    for pos in range(4):  # at each position, each operation on the examples that put it there
+        for k, op in enumerate(_COLOR_OPS):
+            idx = (order[:, pos] == k).nonzero().squeeze(1)
+            if idx.numel():
+                out.index_copy_(0, idx, op(out[idx], factors[k, idx]))
+    return out.clamp_(0.0, 1.0)
 
 
 def color_jitter(
@@ -125,15 +165,19 @@ def color_jitter(
     saturation: Tensor | float,
     hue: Tensor | float,
     generator: torch.Generator | None = None,
+    random_order: bool = True,
 ) -> Tensor:
     """Per-example colour jitter of x (B, 3, H, W) in [0, 1], as torchvision's ColorJitter draws it.
 
     Each strength is (B,) or a number: brightness, contrast, saturation in [0, 1], hue in
-    [0, 0.5]; see `jitter_factors` for the draws and `apply_color` for the operations. Output
-    in [0, 1]; an example whose strengths are all 0 comes back unchanged.
+    [0, 0.5]; see `jitter_factors` for the draws and `apply_color` for the operations, applied
+    in a random order per example (ColorJitter's; `random_order=False`: brightness, contrast,
+    saturation, hue). Output in [0, 1]; an example whose strengths are all 0 comes back
+    unchanged.
     """
     factors = jitter_factors(x, brightness, contrast, saturation, hue, generator)
-    return apply_color(x, factors)
+    order = jitter_order(x.shape[0], generator, x.device) if random_order else None
+    return apply_color(x, factors, order)
 
 
 def _count(v: Tensor | float, x: Tensor, name: str) -> Tensor:

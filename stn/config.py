@@ -43,7 +43,7 @@ class STNConfig:
     perturb_in_val: bool | None = None  # perturb in hyper steps; None: as tune_scales
     entropy_weight: float = 1e-3  # tau, weight of the perturbation's entropy
     sigma_init: float = 0.5  # initial perturbation scale (unconstrained units)
-    anchored: bool = False  # layers see u~ - u0 instead of u~ (stn.Hyper; the PTB experiments)
+    anchored: bool = False  # layers see u~ - u0 instead of u~ (stn.Hyper; an option)
     delta: bool = False  # Delta-STN: centred input, V = 0 at start, split weight updates
     linearize: bool = False  # Delta-STN: train the response through its linearisation (jvp)
     evaluate_every: int = 1  # full val/test evaluation every this many epochs
@@ -51,6 +51,7 @@ class STNConfig:
     decay_window: int = 0  # non-monotone window, in evaluations (0: off; CNN 60, LSTM 5)
     patience: int = 0  # stop after this many evaluations without a new best (0: off)
     min_lr: float = 0.0  # stop once the weights' LR is below this (LSTM: 3e-4)
+    decay_reset: bool = False  # clear the plateau history after a decay (False: the authors')
     seed: int = 0  # seeds Python, NumPy and torch at the start of a fresh run
     device: str = "cpu"  # torch device of the model, hyperparameters and batches
     checkpoint_every_steps: int = 0  # also save every this many weight steps (0: end only)

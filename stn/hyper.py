@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .space import HParam, Space
 
-__all__ = ["Hyper", "HyperBatch", "constrain", "unconstrain"]
+__all__ = ["Hyper", "HyperBatch", "constrain", "net_view", "unconstrain"]
 
 _LOG_2PI_E = math.log(2 * math.pi * math.e)
 
@@ -27,27 +27,40 @@ def _span(p: HParam) -> tuple[float, float]:
     return (p.low, p.high + 1.0) if p.integer else (p.low, p.high)
 
 
-def constrain(space: Space, u: Tensor) -> Tensor:
-    """Map unconstrained values u (..., n) to hyperparameter values; integers are floored.
+def constrain(space: Space, u: Tensor, floor: bool = True) -> Tensor:
+    """Map unconstrained values u (..., n) to hyperparameter values; integers are floored
+    (unless `floor` is False: the continuous relaxation, differentiable).
 
     Bounded: stretched sigmoid into (low, high) (log scale: on log(low)..log(high));
-    half-bounded: low + softplus(u).
+    half-bounded, or `mapping="softplus"`: low + softplus(u) (capped at a finite high).
     """
     cols = []
     for i, p in enumerate(space):
         x = u[..., i]
-        if not p.bounded:
+        if not p.bounded or p.mapping == "softplus":
             v = p.low + F.softplus(x)
+            if p.bounded:
+                v = torch.clamp(v, max=p.high)
         elif p.log:
             lo, hi = math.log(p.low), math.log(p.high)
             v = torch.exp(lo + (hi - lo) * torch.sigmoid(x))
         else:
             lo, hi = _span(p)
             v = lo + (hi - lo) * torch.sigmoid(x)
-        if p.integer:
+        if p.integer and floor:
             v = torch.clamp(torch.floor(v), max=p.high) if p.bounded else torch.floor(v)
         cols.append(v)
     return torch.stack(cols, dim=-1)
+
+
+def net_view(space: Space, u: Tensor) -> Tensor:
+    """What STN layers see of unconstrained values u (..., n): u itself where a hyperparameter's
+    `net_input` is "raw", its (continuous) value where it is "value"."""
+    if all(p.net_input == "raw" for p in space):
+        return u
+    values = constrain(space, u, floor=False)
+    raw = torch.tensor([p.net_input == "raw" for p in space], device=u.device)
+    return torch.where(raw, u, values)
 
 
 def _inv_softplus(y: float) -> float:
@@ -61,7 +74,7 @@ def unconstrain(space: Space, values: Mapping[str, float]) -> Tensor:
         v = float(values[p.name])
         if not p.contains(v):
             raise ValueError(f"{p.name}={v} outside its range ({p.low}, {p.high})")
-        if not p.bounded:
+        if not p.bounded or p.mapping == "softplus":
             out.append(_inv_softplus(max(v - p.low, 1e-6) + (0.5 if p.integer else 0.0)))
             continue
         if p.log:
@@ -105,14 +118,14 @@ class HyperBatch:
 class Hyper(nn.Module):
     """Unconstrained hyperparameters and perturbation scales of one `Space`.
 
-    What the STN layers see (`net_input`):
-    - default (the paper's STN): u~, the perturbed unconstrained values;
-    - anchored=True: u~ - u0, relative to the initial values u0 (a fixed buffer). The same family
-      of responses, with the input of order sigma: unconstrained values of small rates sit near
-      -3, and feeding them as they are gives the scaling weights gradients large enough to
-      diverge at the PTB LSTM's lr 30 (the PTB experiments use this);
-    - centred=True (Delta-STN): u~ - u.detach(), exactly zero at the current hyperparameters, so
-      the network there is the ordinary weights alone.
+    What the STN layers see (`net_input`), with v(u) = `net_view(space, u)` (u itself, or the
+    mapped value for hyperparameters whose `net_input` is "value"):
+    - default (the paper's STN): v(u~), of the perturbed unconstrained values;
+    - anchored=True: v(u~) - v(u0), relative to the initial values u0 (a fixed buffer). The same
+      family of responses, with an input of order sigma; an option (off in the paper's
+      experiments), e.g. for large learning rates with raw inputs far from 0;
+    - centred=True (Delta-STN): v(u~) - v(u).detach(), exactly zero at the current
+      hyperparameters, so the network there is the ordinary weights alone.
     """
 
     def __init__(
@@ -123,12 +136,10 @@ class Hyper(nn.Module):
             raise ValueError("Hyper needs a non-empty space")
         if sigma_init <= 0:
             raise ValueError(f"sigma_init must be > 0, got {sigma_init}")
-        self.space, self.centred = space, centred
+        self.space, self.centred, self.anchored = space, centred, anchored
         self.raw = nn.Parameter(unconstrain(space, space.init()))
-        # u0, the origin of the layers' input (zero: the paper's input)
-        self.register_buffer(
-            "anchor", self.raw.detach().clone() if anchored else torch.zeros(len(space))
-        )
+        # u0, the origin of the layers' input when anchored
+        self.register_buffer("anchor", self.raw.detach().clone())
         self.raw_scale = nn.Parameter(torch.full((len(space),), _inv_softplus(sigma_init)))
         per_batch = [p.perturb == "batch" for p in space]
         self.register_buffer("per_batch", torch.tensor(per_batch), persistent=False)
@@ -148,7 +159,11 @@ class Hyper(nn.Module):
             eps = torch.randn(batch_size, n, device=self.raw.device)
             eps = torch.where(self.per_batch, eps[:1].expand_as(eps), eps)
             u = u + self.sigma() * eps
-        net_input = u - (self.raw.detach() if self.centred else self.anchor)
+        net_input = net_view(self.space, u)
+        if self.centred:
+            net_input = net_input - net_view(self.space, self.raw.detach())
+        elif self.anchored:
+            net_input = net_input - net_view(self.space, self.anchor)
         return HyperBatch(self.space, constrain(self.space, u), net_input)
 
     def current(self) -> dict[str, float]:

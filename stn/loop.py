@@ -200,7 +200,9 @@ class _Run:
         self.opts["hyper"] = _optimizer(cfg.hyper_optimizer, [self.hyper.raw], cfg.hyper_lr)
         self.opts["scale"] = _optimizer(cfg.hyper_optimizer, [self.hyper.raw_scale], cfg.scale_lr)
         self.linearized = Linearized(self.model) if cfg.linearize else None
-        self.plateau = Plateau(cfg.lr_decay, cfg.decay_window, cfg.patience, cfg.min_lr)
+        self.plateau = Plateau(
+            cfg.lr_decay, cfg.decay_window, cfg.patience, cfg.min_lr, reset=cfg.decay_reset
+        )
         # counters: weight steps, hyper steps, epoch, batches consumed in it, weight steps in the
         # current cycle, the validation stream's pass and position, the last evaluated step
         self.step = self.hyper_steps = self.epoch = self.pos = self.cycle = 0

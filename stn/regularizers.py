@@ -25,6 +25,7 @@ __all__ = [
     "channel_dropout",
     "dropout",
     "input_noise",
+    "input_scaling",
     "locked_dropout",
     "tar_penalty",
     "weight_decay",
@@ -111,6 +112,18 @@ def input_noise(
     s = as_strength(scale, x.shape[0], x, "input noise scale")
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return x + noise * s.view(_batch_view(x))
+
+
+def input_scaling(
+    x: Tensor, scale: Tensor | float, generator: torch.Generator | None = None
+) -> Tensor:
+    """x (B, ...) times one factor per example drawn uniformly from (1/(1+s), 1+s), s (B,) the
+    per-example strength (the authors' CIFAR-10 "input scaling", cnn/hypertrain.py; applied to
+    normalised images). A strength of 0 leaves the example unchanged exactly."""
+    s = as_strength(scale, x.shape[0], x, "input scaling strength").clamp_min(0.0)
+    u = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
+    lo = 1.0 / (1.0 + s)
+    return x * (lo + (1.0 + s - lo) * u).view(_batch_view(x))
 
 
 def _per_sequence_mean(sq: Tensor, coef: Tensor | float, name: str) -> Tensor:

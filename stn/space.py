@@ -13,6 +13,13 @@ range (both ends included) is reachable and `init` maps to exactly `init` (no of
 initialisation and projection, a defect of the original code).
 Perturbation: STN perturbs each hyperparameter per example (`"example"`) or once per batch
 (`"batch"`, e.g. DropConnect rate, embedding dropout, AR/TAR coefficients).
+STN's map from its unconstrained value u (`mapping`): "auto" is a stretched sigmoid onto a
+bounded range and `low + softplus(u)` onto a half-bounded one; "softplus" maps a bounded range
+with `low + softplus(u)` too, capped at `high` (the authors' map of the AR/TAR coefficients onto
+(0, inf), while the baselines search the box (low, high)).
+What STN's layers are conditioned on (`net_input`): "raw", the unconstrained u (the authors'
+CNN and Table 1 LSTM), or "value", the hyperparameter's value in its range (the authors' code
+with `--tune_all` on the LSTM fed sigmoid(u) and softplus(u), i.e. the rates and coefficients).
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from dataclasses import dataclass, field
 __all__ = ["HParam", "Space", "SpaceError"]
 
 PERTURB_KINDS = ("example", "batch")
+MAPPINGS = ("auto", "softplus")
+NET_INPUTS = ("raw", "value")
 
 
 class SpaceError(ValueError):
@@ -39,6 +48,8 @@ class HParam:
     log: bool = False
     integer: bool = False
     perturb: str = "example"  # "example" | "batch"
+    mapping: str = "auto"  # STN's map of u: "auto" (sigmoid / softplus by range) | "softplus"
+    net_input: str = "raw"  # what STN layers see: "raw" (u) | "value" (the mapped value)
 
     def __post_init__(self) -> None:
         n = self.name or "<unnamed>"
@@ -54,6 +65,12 @@ class HParam:
             raise SpaceError(f"{n}: empty range ({self.low}, {self.high}); need low < high")
         if self.perturb not in PERTURB_KINDS:
             raise SpaceError(f"{n}: unknown perturb kind {self.perturb!r}; valid: {PERTURB_KINDS}")
+        if self.mapping not in MAPPINGS:
+            raise SpaceError(f"{n}: unknown mapping {self.mapping!r}; valid: {MAPPINGS}")
+        if self.net_input not in NET_INPUTS:
+            raise SpaceError(f"{n}: unknown net_input {self.net_input!r}; valid: {NET_INPUTS}")
+        if self.mapping == "softplus" and (self.log or self.integer):
+            raise SpaceError(f"{n}: mapping 'softplus' is for continuous linear-scale ranges")
         if self.log and self.low <= 0:
             raise SpaceError(f"{n}: a log-scale range needs low > 0, got low={self.low}")
         if self.integer:

@@ -111,3 +111,43 @@ def test_augment_runs_on_the_batch_device():
     y = augment.cutout(augment.color_jitter(x, s, s, s, s / 2), torch.full((B,), 4.0), 1)
     assert y.device.type == "cuda" and y.shape == x.shape
     assert 0.0 <= float(y.min()) and float(y.max()) <= 1.0
+
+
+def test_color_jitter_in_a_random_order_on_cuda_matches_cpu():
+    torch.manual_seed(0)
+    x = torch.rand(64, 3, 16, 16)
+    factors = augment.jitter_factors(x, 0.8, 0.8, 0.8, 0.4)
+    order = augment.jitter_order(64)
+    cpu = augment.apply_color(x, factors, order)
+    gpu = augment.apply_color(x.cuda(), factors.cuda(), order.cuda()).cpu()
+    torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-5)
+
+
+def test_input_scaling_stays_on_the_device_and_in_its_range():
+    from stn.regularizers import input_scaling
+
+    x = torch.ones(4096, 3, 4, 4, device="cuda")
+    s = torch.full((4096,), 0.3, device="cuda")
+    f = input_scaling(x, s)[:, 0, 0, 0]
+    assert f.device.type == "cuda"
+    assert float(f.min()) >= 1 / 1.3 - 1e-6 and float(f.max()) <= 1.3 + 1e-6
+
+
+def test_ptb_folded_evaluation_on_cuda_matches_cpu(tmp_path):
+    """The evaluation runs cuDNN's LSTM on the folded STN weights (batch 1 for test): the same
+    perplexity as on CPU."""
+    from experiments.data.synthetic import write_ptb
+    from experiments.tasks import PTBTask
+    from stn.hyper import Hyper
+
+    write_ptb(tmp_path, n_lines=80, vocab=60)
+    task = PTBTask(data_dir=str(tmp_path), emb=32, hidden=32, batch=4, bptt=10, eval_batch=3)
+    out = {}
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        problem = task.build(0, device)
+        model = problem.build_model(len(problem.space))
+        hyper = Hyper(problem.space).to(device)
+        fn = lambda b, h=hyper: h.batch(b, perturb=False)  # noqa: E731
+        out[device] = [problem.evaluate(model, fn, s)["loss"] for s in ("val", "test")]
+    assert out["cuda"] == pytest.approx(out["cpu"], rel=1e-4)

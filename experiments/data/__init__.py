@@ -7,13 +7,14 @@
 - `synthetic.write_cifar10`, `synthetic.write_ptb`: small files in the real formats.
 
 A missing or malformed dataset raises `DataError` with one line naming the file and the
-command that fetches it.
+command that fetches it; `check_data(name, data_dir)` checks every file's structure quickly,
+before any work starts.
 """
 
 from .cifar10 import load_cifar10
 from .common import DataError, Splits
 from .digits import load_digits
-from .download import DATASETS, check_present, download
+from .download import DATASETS, check_data, check_present, download
 from .ptb import Corpus, batchify, bptt_batches, load_corpus
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "Splits",
     "batchify",
     "bptt_batches",
+    "check_data",
     "check_present",
     "download",
     "load_cifar10",

@@ -11,12 +11,12 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from .cifar10 import TEST_FILE, TRAIN_FILES, cifar_folder, load_cifar10
+from .cifar10 import TEST_FILE, TRAIN_FILES, check_cifar10, cifar_folder, load_cifar10
 from .common import DataError, fetch_hint
 from .ptb import FILES as PTB_FILES
-from .ptb import load_corpus
+from .ptb import check_ptb, load_corpus
 
-__all__ = ["DATASETS", "EXPECTED", "check_present", "download"]
+__all__ = ["CHECKS", "DATASETS", "EXPECTED", "check_data", "check_present", "download"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,10 @@ DATASETS: dict[str, tuple[Step, Step, Callable[[Path], list[Path]]]] = {
 }
 
 
+# name -> the quick structural check of every file, run before any work starts
+CHECKS: dict[str, Step] = {"cifar10": check_cifar10, "ptb": check_ptb}
+
+
 def _lookup(name: str) -> tuple[Step, Step, Callable[[Path], list[Path]]]:
     try:
         return DATASETS[name]
@@ -90,6 +94,15 @@ def check_present(name: str, data_dir: str | Path) -> None:
     for path in files(Path(data_dir)):
         if not path.is_file():
             raise DataError(f"{name} file {path} is missing; {fetch_hint(name, data_dir)}")
+
+
+def check_data(name: str, data_dir: str | Path) -> None:
+    """Every file exists and has the right structure (CIFAR-10: each batch unpickles to images
+    and labels of the right shapes; PTB: each file is non-empty UTF-8 text with words), so a bad
+    dataset fails in one line naming the file and the fetch command before any folder is
+    written. The loaders check the same again, and more (vocabulary, split sizes)."""
+    check_present(name, data_dir)
+    CHECKS[name](Path(data_dir))
 
 
 def download(name: str, data_dir: str | Path) -> Path:

@@ -3,21 +3,32 @@
     <data_dir>/ptb.train.txt, ptb.valid.txt, ptb.test.txt
         one sentence per line, words separated by spaces; "<eos>" is appended at each line end
 
-The vocabulary is built from the training file in order of first appearance (the real PTB has
-10000 words, "<unk>" and "<eos>" included). Batches use a fixed BPTT length; the random-length
-BPTT of AWD-LSTM is not used (the STN paper's LSTM experiments train with a fixed one).
+The vocabulary is built over the three files in order of first appearance, as the authors' data
+code does (the real PTB has 10000 words, "<unk>" and "<eos>" included, all of them in the
+training file); words of the validation or test file that training lacks are counted. Batches
+use a fixed BPTT length; the random-length BPTT of AWD-LSTM is not used (the STN paper's LSTM
+experiments train with a fixed one).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .common import DataError, fetch_hint
 
-__all__ = ["EOS", "FILES", "Corpus", "batchify", "bptt_batches", "load_corpus"]
+__all__ = [
+    "EOS",
+    "FILES",
+    "Corpus",
+    "batchify",
+    "bptt_batches",
+    "check_ptb",
+    "load_corpus",
+    "read_text",
+]
 
 EOS = "<eos>"
 FILES = {"train": "ptb.train.txt", "valid": "ptb.valid.txt", "test": "ptb.test.txt"}
@@ -31,53 +42,77 @@ class Corpus:
     train: torch.Tensor
     valid: torch.Tensor
     test: torch.Tensor
+    train_vocab: int | None = None  # words of the training file: ids 0 .. train_vocab - 1
+    # "valid" | "test" -> {"tokens", "types"} of words the training file lacks
+    oov: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
 
 
-def _read_lines(path: Path, data_dir: str | Path) -> list[str]:
+def _bad(path: Path, why: str, data_dir: str | Path) -> DataError:
+    return DataError(f"PTB file {path} {why}; {fetch_hint('ptb', data_dir)}")
+
+
+def read_text(path: Path, data_dir: str | Path) -> str:
+    """The text of one corpus file; DataError if it is missing, unreadable, binary, not UTF-8
+    or holds no word (whitespace only). This is all `check_ptb` reads: no tokenising."""
     if not path.is_file():
-        raise DataError(f"PTB file {path} is missing; {fetch_hint('ptb', data_dir)}")
+        raise _bad(path, "is missing", data_dir)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(
-            f"PTB file {path} is not readable UTF-8 text ({e}); {fetch_hint('ptb', data_dir)}"
-        ) from None
-    if not any(line.strip() for line in lines):
-        raise DataError(f"PTB file {path} has no words; {fetch_hint('ptb', data_dir)}")
-    return lines
+        raw = path.read_bytes()
+    except OSError as e:
+        raise _bad(path, f"is not readable ({e.strerror or e})", data_dir) from None
+    if b"\0" in raw:  # text never holds NUL bytes; a binary file almost always does
+        raise _bad(path, "is binary, not text", data_dir)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _bad(path, f"is not UTF-8 text (byte {e.start})", data_dir) from None
+    if not text.strip():
+        raise _bad(path, "has no words" + (" (whitespace only)" if text else " (empty)"), data_dir)
+    return text
 
 
-def _encode(lines: list[str], index: dict[str, int], path: Path, grow: bool) -> torch.Tensor:
-    """Word ids of every line followed by <eos>; `grow` adds new words to `index` (train only)."""
+def check_ptb(data_dir: str | Path) -> None:
+    """Quick check of the three files before any work starts (no vocabulary is built)."""
+    for name in FILES.values():
+        read_text(Path(data_dir) / name, data_dir)
+
+
+def _encode(lines: list[str], index: dict[str, int]) -> torch.Tensor:
+    """Word ids of every line followed by <eos>; new words are added to `index`."""
     ids: list[int] = []
-    for lineno, line in enumerate(lines, 1):
+    for line in lines:
         for word in [*line.split(), EOS]:
             i = index.get(word)
             if i is None:
-                if not grow:
-                    raise DataError(
-                        f"PTB file {path} line {lineno}: word {word!r} is not in "
-                        "the training vocabulary (every word must occur in the "
-                        "training file)"
-                    )
                 i = index[word] = len(index)
             ids.append(i)
     return torch.tensor(ids, dtype=torch.long)
 
 
 def load_corpus(data_dir: str | Path) -> Corpus:
-    """Read the three files of `data_dir`; any directory holding them works."""
+    """Read the three files of `data_dir`; any directory holding them works.
+
+    As the authors' data code (lstm/data.py), the vocabulary is built over the three files in
+    order (train, valid, test), so a validation or test word the training file lacks gets its
+    own id (an embedding row that training never updates). `Corpus.oov` counts such words.
+    """
     paths = {split: Path(data_dir) / name for split, name in FILES.items()}
-    lines = {split: _read_lines(p, data_dir) for split, p in paths.items()}  # all exist first
+    texts = {split: read_text(p, data_dir) for split, p in paths.items()}  # all checked first
     index: dict[str, int] = {}
-    train = _encode(lines["train"], index, paths["train"], grow=True)
-    valid = _encode(lines["valid"], index, paths["valid"], grow=False)
-    test = _encode(lines["test"], index, paths["test"], grow=False)
-    return Corpus(list(index), train, valid, test)
+    ids = {split: _encode(texts[split].splitlines(), index) for split in FILES}
+    n_train = int(ids["train"].max()) + 1  # ids are given in order of first appearance
+    oov = {
+        split: {
+            "tokens": int((ids[split] >= n_train).sum()),
+            "types": int(torch.unique(ids[split][ids[split] >= n_train]).numel()),
+        }
+        for split in ("valid", "test")
+    }
+    return Corpus(list(index), ids["train"], ids["valid"], ids["test"], n_train, oov)
 
 
 def batchify(data: torch.Tensor, batch_size: int) -> torch.Tensor:

@@ -9,6 +9,7 @@ augmentation draws, noise) uses the global RNG, which the loops save in their ch
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import fields, replace
@@ -55,7 +56,9 @@ _POSITIVE = (lambda v: v > 0, "> 0")
 _NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
 # The rule of each task field of this name (None is valid where a field allows it).
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    **dict.fromkeys("hidden layers emb bptt batch eval_batch data_limit width".split(), _POSITIVE),
+    **dict.fromkeys(
+        "hidden layers emb bptt batch eval_batch test_batch data_limit width".split(), _POSITIVE
+    ),
     **dict.fromkeys("epochs max_steps lr grad_clip".split(), _POSITIVE),
     **dict.fromkeys(
         "split_seed decay_window patience min_lr noise_max ar_max tar_max".split(), _NON_NEGATIVE
@@ -70,14 +73,37 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+def _numbers(value: Any) -> Iterator[float]:
+    """The numbers in a setting: itself, or those of a tuple / list / mapping's values."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, (int, float)):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _numbers(v)
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _numbers(v)
+
+
 def check_task(task: Any) -> None:
     """Check a task config's settings and its search space; raise TaskError (or SpaceError)
-    naming the first bad one. Tasks call it when built, so an override like task.lr=-1 fails
-    before anything runs."""
+    naming the first bad one. Tasks call it when built, so an override like task.lr=-1 or
+    task.epochs=inf fails before anything runs."""
+    name = type(task).__name__
     for f in fields(task):
-        rule, value = _RULES.get(f.name), getattr(task, f.name)
+        value = getattr(task, f.name)
+        if any(not math.isfinite(v) for v in _numbers(value)):
+            raise TaskError(f"{name}.{f.name} must be finite, got {value!r}")
+        rule = _RULES.get(f.name)
         if rule is not None and value is not None and not rule[0](value):
-            raise TaskError(f"{type(task).__name__}.{f.name} must be {rule[1]}, got {value!r}")
+            raise TaskError(f"{name}.{f.name} must be {rule[1]}, got {value!r}")
+    held_out = getattr(task, "val_frac", 0.0) + getattr(task, "test_frac", 0.0)
+    if held_out >= 1:  # each is checked in (0, 1) above; together they must leave training data
+        raise TaskError(
+            f"{name}.val_frac + test_frac must be below 1 (the rest trains), got {held_out:g}"
+        )
     task.space()  # ranges and initial values
 
 
@@ -134,6 +160,8 @@ class ClassificationProblem:
     splits: {"train" | "val" | "test": (x, y)} with x (N, ...) and y (N,) long, already on
     `device`. Subclasses give the network (`make_model`), the input transform of every batch
     (`inputs`), the training-only transform (`train_inputs`) and penalty (`penalty`).
+    n_classes: the number of classes (default: the largest label + 1). `data_info` holds the
+    split sizes and classes for the run record.
     """
 
     metric_name = "accuracy"
@@ -147,6 +175,7 @@ class ClassificationProblem:
         device: torch.device | str,
         batch: int,
         eval_batch: int = 1000,
+        n_classes: int | None = None,
     ):
         for name in ("train", "val", "test"):
             if name not in splits or len(splits[name][1]) == 0:
@@ -154,6 +183,18 @@ class ClassificationProblem:
         self.space, self.splits, self._make_model = space, splits, make_model
         self.seed, self.device = seed, torch.device(device)
         self.batch, self.eval_batch = batch, eval_batch
+        if n_classes is None:
+            n_classes = 1 + max(int(y.max()) for _, y in splits.values())
+        self.n_classes = n_classes
+        self.data_info = {
+            "examples": {name: len(y) for name, (_, y) in splits.items()},
+            "classes": n_classes,
+        }
+
+    def chance_loss(self) -> float:
+        """Cross-entropy of a uniform prediction, log(n_classes) (a divergence bound: a model
+        worse than this has learnt nothing)."""
+        return math.log(self.n_classes)
 
     # --- data -----------------------------------------------------------------------------
     def _shuffled(self, split: str, epoch: int, stream: int) -> Iterator[tuple[Tensor, Tensor]]:

@@ -60,7 +60,8 @@ class DigitsTask:
         return with_init(space, self.init)
 
     def check_data(self) -> None:
-        """Nothing to check: scikit-learn ships the digits."""
+        """Nothing to check: scikit-learn ships the digits (the fractions are checked when the
+        task is built)."""
 
     def build(self, seed: int, device: str | torch.device = "cpu") -> DigitsProblem:
         from experiments.data.digits import load_digits
@@ -93,7 +94,7 @@ class DigitsProblem(ClassificationProblem):
     def __init__(self, cfg: DigitsTask, splits, seed: int, device):
         n_in = splits["train"][0].shape[1]
         make = lambda n_hyper: DigitsMLP(n_in, cfg.hidden, cfg.layers, 10, n_hyper)  # noqa: E731
-        super().__init__(cfg.space(), splits, make, seed, device, cfg.batch)
+        super().__init__(cfg.space(), splits, make, seed, device, cfg.batch, n_classes=10)
 
     def train_inputs(self, x: Tensor, hb: HyperBatch) -> Tensor:
         return input_noise(x, hb["input_noise"])

@@ -1,33 +1,38 @@
 """ptb: a 2-layer tied LSTM language model on Penn Treebank (Table 2 PTB columns, Table 1).
 
-Network (PAPER.md): 650-d embedding (STNEmbedding), 2-layer 650-unit LSTM (STNLSTM), a decoder
-(STNLinear) whose weight is the embedding's. Hyperparameters (all init 0.05): output, input and
-hidden dropout (locked, one rate per sequence), embedding dropout and DropConnect on the
-hidden-to-hidden weights (one rate per batch), activation regularisation alpha (AR) and temporal
-AR beta (TAR) (one per batch). `tune` names the ones tuned; the others stay at `fixed` values.
+Network (PAPER.md, the authors' lstm/hyperlstm.py): 650-d embedding (STNEmbedding), 2-layer
+650-unit LSTM (STNLSTM), and a plain linear decoder whose weight is the embedding's (no hyper
+path: the authors' decoder is an nn.Linear tied to the embedding). Hyperparameters (all init
+0.05): output, input and hidden dropout (locked, one rate per sequence), embedding dropout and
+DropConnect on the hidden-to-hidden weights (one rate per batch), activation regularisation
+alpha (AR) and temporal AR beta (TAR) (one per batch). `tune` names the ones tuned; the others
+stay at `fixed` values (the authors' defaults: 0.05 for the dropouts, 0 for AR/TAR).
 Batches are BPTT windows of fixed length over `batch` parallel streams; the hidden state is
-carried from one window to the next (detached) and saved with the checkpoint. Metric: perplexity.
+carried from one window to the next (detached) and saved with the checkpoint. Metric:
+perplexity; validation on `eval_batch` streams, test on `test_batch` (the authors: 10 and 1),
+each with the state carried through the whole split.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from stn.hyper import HyperBatch
-from stn.layers import STNEmbedding, STNLinear
+from stn.layers import STNEmbedding
 from stn.lstm import STNLSTM
 from stn.problem import HyperFn
 from stn.regularizers import ar_penalty, locked_dropout, tar_penalty
-from stn.space import HParam, Space, SpaceError
+from stn.space import NET_INPUTS, HParam, Space, SpaceError
 
-from .common import check_task, eval_mode, with_init
+from .common import TaskError, check_task, eval_mode, with_init
 
 __all__ = ["PTB_HPARAMS", "LSTMLM", "PTBProblem", "PTBTask"]
 
@@ -40,6 +45,8 @@ PTB_HPARAMS = (
     "ar_alpha",
     "tar_beta",
 )
+# the authors' values of the hyperparameters not tuned (lstm/train.py, lstm/train_basic.py)
+AUTHORS_FIXED = {**dict.fromkeys(PTB_HPARAMS[:5], 0.05), "ar_alpha": 0.0, "tar_beta": 0.0}
 State = tuple[Tensor, Tensor]  # (h, c), each (layers, B, H)
 
 
@@ -51,14 +58,17 @@ class PTBTask:
     layers: int = 2  # LSTM layers
     batch: int = 40  # parallel streams of training (and hyper-step validation) batches
     bptt: int = 70  # window length in tokens
-    eval_batch: int = 10  # parallel streams of the full val / test evaluation
+    eval_batch: int = 10  # parallel streams of the full validation evaluation (the authors')
+    test_batch: int = 1  # parallel streams of the test evaluation (the authors': 1)
     tune: tuple[str, ...] = PTB_HPARAMS  # the hyperparameters tuned; others stay at `fixed`
-    fixed: Mapping[str, float] = field(default_factory=dict)  # values of untuned ones (else 0)
+    fixed: Mapping[str, float] = field(default_factory=dict)  # untuned: else AUTHORS_FIXED
     init: Mapping[str, float] = field(default_factory=dict)  # initial values other than 0.05
-    dropout_max: float = 0.95  # upper end of every dropout range
-    ar_max: float = 4.0  # upper end of the AR alpha range
-    tar_max: float = 4.0  # upper end of the TAR beta range
-    epochs: float = 300.0  # training budget of one run (fixed loop and STN); `max_steps` too
+    dropout_max: float = 1.0  # upper end of every dropout range (the authors': (0, 1))
+    ar_max: float = 4.0  # AR alpha: baselines search (0, ar_max); STN maps softplus, capped
+    tar_max: float = 4.0  # TAR beta: the same
+    hnet_input: str = "raw"  # what the STN layers see: "raw" (u) | "value" (rates, coefs)
+    val_penalties: bool = True  # the hyper steps' loss includes AR/TAR (the authors' code)
+    epochs: float = 8000.0  # cap of one run (the authors' --epochs; runs end by the rules)
     max_steps: int | None = None
     optimizer: str = "sgd"  # weights: SGD lr 30, gradient norm clipped to 0.25
     lr: float = 30.0
@@ -68,23 +78,29 @@ class PTBTask:
     decay_window: int = 5  # ... of 5 evaluations
     patience: int = 20  # stop after 20 evaluations without a new best ...
     min_lr: float = 3e-4  # ... or once the LR is below 3e-4
+    decay_reset: bool = False  # stn.schedule.Plateau: False is the authors' rule
 
     def __post_init__(self) -> None:
+        if self.hnet_input not in NET_INPUTS:
+            raise TaskError(
+                f"PTBTask.hnet_input must be one of {NET_INPUTS}, got {self.hnet_input!r}"
+            )
         check_task(self)
         self.fixed_values()
 
     def full_space(self) -> Space:
         """All seven hyperparameters with their ranges (init 0.05 each)."""
-        d, b = self.dropout_max, "batch"
-        return Space.of(
+        d, b, sp = self.dropout_max, "batch", "softplus"
+        params = (
             HParam("output_dropout", 0.0, d, 0.05),
             HParam("input_dropout", 0.0, d, 0.05),
             HParam("hidden_dropout", 0.0, d, 0.05),
             HParam("embedding_dropout", 0.0, d, 0.05, perturb=b),
             HParam("dropconnect", 0.0, d, 0.05, perturb=b),
-            HParam("ar_alpha", 0.0, self.ar_max, 0.05, perturb=b),
-            HParam("tar_beta", 0.0, self.tar_max, 0.05, perturb=b),
+            HParam("ar_alpha", 0.0, self.ar_max, 0.05, perturb=b, mapping=sp),
+            HParam("tar_beta", 0.0, self.tar_max, 0.05, perturb=b, mapping=sp),
         )
+        return Space(tuple(replace(p, net_input=self.hnet_input) for p in params))
 
     def space(self) -> Space:
         full = self.full_space()
@@ -100,19 +116,23 @@ class PTBTask:
             valid = [n for n in full.names if n not in space]
             raise SpaceError(f"fixed: {wrong} are unknown or tuned; valid: {valid}")
         rest = full.subset(n for n in full.names if n not in space)
-        return rest.validate({n: self.fixed.get(n, 0.0) for n in rest.names})
+        values = {n: self.fixed.get(n, min(AUTHORS_FIXED[n], rest[n].high)) for n in rest.names}
+        return rest.validate(values)
 
     def check_data(self) -> None:
-        """Every data file exists (a one-line DataError naming it and the fetch command)."""
-        from experiments.data import check_present
+        """The three files exist and are non-empty UTF-8 text (one-line DataError naming the
+        file and the fetch command); quick enough to run before any work starts."""
+        from experiments.data import check_data
 
-        check_present("ptb", self.data_dir)
+        check_data("ptb", self.data_dir)
 
     def build(self, seed: int, device: str | torch.device = "cpu") -> PTBProblem:
         from experiments.data.ptb import load_corpus
 
+        # here, not when the config is made: `--set task.emb=.. --set task.hidden=..` passes
+        # through a config with one of them changed
         if self.emb != self.hidden:
-            raise ValueError(f"tied weights need emb == hidden, got {self.emb} and {self.hidden}")
+            raise TaskError(f"tied weights need emb == hidden, got {self.emb} and {self.hidden}")
         return PTBProblem(self, load_corpus(self.data_dir), seed, device)
 
 
@@ -124,7 +144,7 @@ class LSTMLM(nn.Module):
         self.fixed = dict(fixed)  # values of the hyperparameters not in hb
         self.embedding = STNEmbedding(vocab, size, n_hyper)
         self.lstm = STNLSTM(size, size, layers, n_hyper)
-        self.decoder = STNLinear(size, vocab, n_hyper)
+        self.decoder = nn.Linear(size, vocab)  # plain, as the authors': no hyper path
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)  # AWD-LSTM's initialisation
         if n_hyper:
             nn.init.uniform_(self.embedding.hyper_weight, -0.1, 0.1)
@@ -151,7 +171,44 @@ class LSTMLM(nn.Module):
             between=self.rate(hb, "hidden_dropout"),  # (B,) or the fixed value
         )
         out = locked_dropout(raw, self.rate(hb, "output_dropout")) if train else raw
-        return self.decoder(out, h), state, raw, out  # logits (T, B, V)
+        return self.decoder(out), state, raw, out  # logits (T, B, V)
+
+    def folded(self, tokens: Tensor, hb: HyperBatch, state: State | None = None):
+        """`forward` in eval mode when every example has the same hypernet input (evaluation):
+        each STN LSTM layer is then a plain LSTM with weights W + s_w * U and biases
+        b + s_b * c, run by PyTorch's fused kernel (cuDNN), here batch 1 costs as much per
+        token as a batch of 40 would in the hand-written recurrence. Returns (logits, state)."""
+        h = hb.net_input
+        x = self.embedding(tokens, h)
+        h_row = None if h is None else h[:1]  # (1, n_hyper): every row is the same
+        B, L = tokens.shape[1], len(self.lstm.layers)
+        if state is None:
+            zeros = x.new_zeros(L, B, self.lstm.hidden_size)
+            state = (zeros, zeros)
+        hs, cs = [], []
+        for k, layer in enumerate(self.lstm.layers):
+            weights = _plain_weights(layer, h_row)
+            x, (hk, ck) = functional_call(
+                layer.rnn, weights, (x, (state[0][k : k + 1], state[1][k : k + 1]))
+            )
+            hs.append(hk[0])
+            cs.append(ck[0])
+        return self.decoder(x), (torch.stack(hs), torch.stack(cs))
+
+
+def _plain_weights(layer: nn.Module, h: Tensor | None) -> dict[str, Tensor]:
+    """nn.LSTM weights equal to one STN LSTM layer (stn.lstm) at hypernet input h (1, n)."""
+    rnn = layer.rnn
+    if h is None or not layer.n_hyper:
+        return {}
+    sw_ih, sb_ih = layer.scaling_ih(h)[0].chunk(2)  # (4H,) each
+    sw_hh, sb_hh = layer.scaling_hh(h)[0].chunk(2)
+    return {
+        "weight_ih_l0": torch.addcmul(rnn.weight_ih_l0, sw_ih[:, None], layer.hyper_weight_ih),
+        "weight_hh_l0": torch.addcmul(rnn.weight_hh_l0, sw_hh[:, None], layer.hyper_weight_hh),
+        "bias_ih_l0": torch.addcmul(rnn.bias_ih_l0, sb_ih, layer.hyper_bias_ih),
+        "bias_hh_l0": torch.addcmul(rnn.bias_hh_l0, sb_hh, layer.hyper_bias_hh),
+    }
 
 
 def _windows(source: Tensor, bptt: int) -> Iterator[tuple[Tensor, Tensor, int]]:
@@ -166,7 +223,11 @@ def _detach(state: State) -> State:
 
 
 class PTBProblem:
-    """A `stn.problem.Problem` over BPTT windows; batches are (x (T, B), y (T, B), index)."""
+    """A `stn.problem.Problem` over BPTT windows; batches are (x (T, B), y (T, B), index).
+
+    `data_info` describes the corpus for the run record: vocabulary sizes and the validation
+    and test words (tokens and distinct types) that the training file lacks.
+    """
 
     metric_name = "perplexity"
 
@@ -180,10 +241,21 @@ class PTBProblem:
             "train": batchify(corpus.train, cfg.batch).to(self.device),
             "valstream": batchify(corpus.valid, cfg.batch).to(self.device),
             "val": batchify(corpus.valid, cfg.eval_batch).to(self.device),
-            "test": batchify(corpus.test, cfg.eval_batch).to(self.device),
+            "test": batchify(corpus.test, cfg.test_batch).to(self.device),
+        }
+        self.data_info = {
+            "vocab": corpus.vocab_size,
+            "train_vocab": corpus.train_vocab or corpus.vocab_size,
+            "tokens": {s: len(getattr(corpus, s)) for s in ("train", "valid", "test")},
+            "oov": corpus.oov,
         }
         # stream -> {"i": window index, "in": state entering it, "out": state after it}
         self.carry: dict[str, dict[str, Any]] = {}
+
+    def chance_loss(self) -> float:
+        """Cross-entropy of a uniform prediction over the vocabulary, log(V) (a divergence
+        bound: a model worse than this has learnt nothing)."""
+        return math.log(self.vocab)
 
     def build_model(self, n_hyper: int) -> nn.Module:
         cfg = self.cfg
@@ -209,31 +281,44 @@ class PTBProblem:
             return None
         return c["in"] if c["i"] == i else c["out"]
 
-    def _loss(self, stream: str, model: nn.Module, batch: Any, hb: HyperBatch):
+    def _loss(self, stream: str, model: nn.Module, batch: Any, hb: HyperBatch) -> Tensor:
+        """Cross-entropy of a window plus AR (on the last layer's output after its dropout) and
+        TAR (before it), as AWD-LSTM and the authors' code."""
         x, y, i = batch
         state = self._state_in(stream, i)
         logits, new, raw, out = model(x, hb, state)
         self.carry[stream] = {"i": i, "in": state, "out": _detach(new)}
-        return F.cross_entropy(logits.reshape(-1, self.vocab), y.reshape(-1)), raw, out
+        loss = F.cross_entropy(logits.reshape(-1, self.vocab), y.reshape(-1))
+        if stream != "train" and not self.cfg.val_penalties:
+            return loss
+        ar = ar_penalty(out, model.rate(hb, "ar_alpha"))  # coefficients detached: data
+        return loss + ar + tar_penalty(raw, model.rate(hb, "tar_beta"))
 
     def train_loss(self, model: nn.Module, batch: Any, hb: HyperBatch) -> Tensor:
-        loss, raw, out = self._loss("train", model, batch, hb)
-        ar = ar_penalty(out, model.rate(hb, "ar_alpha"))  # after output dropout, as AWD-LSTM
-        return loss + ar + tar_penalty(raw, model.rate(hb, "tar_beta"))  # before dropout
+        return self._loss("train", model, batch, hb)
 
     def val_loss(self, model: nn.Module, batch: Any, hb: HyperBatch) -> Tensor:
-        return self._loss("valstream", model, batch, hb)[0]
+        """The hyper step's objective: with `val_penalties` (the authors' lstm/train.py) the
+        AR/TAR terms at the current coefficients are included (in eval mode AR acts on the
+        undropped output); they reach the hyperparameters only through the hypernetwork."""
+        return self._loss("valstream", model, batch, hb)
 
     def evaluate(self, model: nn.Module, hyper_fn: HyperFn, split: str) -> dict[str, float]:
-        """Mean per-token cross-entropy over a whole split from a zero state; ppl = exp(loss)."""
+        """Mean per-token cross-entropy over a whole split from a zero state carried through
+        it (val: eval_batch streams, test: test_batch); ppl = exp(loss)."""
         if split not in ("val", "test"):
             raise ValueError(f"unknown split {split!r}; valid: val, test")
         source = self.streams[split]
         total, count, state = torch.zeros((), device=self.device), 0, None
         with eval_mode(model):
             hb = hyper_fn(source.shape[1])
+            h = hb.net_input
+            same = h is None or bool((h == h[:1]).all())  # else: the per-example forward
             for x, y, _ in _windows(source, self.cfg.bptt):
-                logits, state, _, _ = model(x, hb, state)
+                if same:
+                    logits, state = model.folded(x, hb, state)
+                else:
+                    logits, state, _, _ = model(x, hb, state)
                 total += F.cross_entropy(
                     logits.reshape(-1, self.vocab), y.reshape(-1), reduction="sum"
                 )

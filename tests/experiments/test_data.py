@@ -16,6 +16,7 @@ from experiments.data import (
     DataError,
     batchify,
     bptt_batches,
+    check_data,
     check_present,
     download,
     load_cifar10,
@@ -118,6 +119,12 @@ def _corrupt(kind: str, path: Path) -> None:
         path.write_bytes(pickle.dumps({**good, "labels": [11] * len(good["labels"])}))
     elif kind == "keys":
         path.write_bytes(pickle.dumps({"pixels": good["data"]}))
+    elif kind == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif kind == "empty":
+        path.write_bytes(pickle.dumps({**good, "data": good["data"][:0], "labels": []}))
+    elif kind == "shape":
+        path.write_bytes(pickle.dumps({**good, "data": good["data"][:, :1024]}))
 
 
 @pytest.mark.parametrize(
@@ -129,14 +136,19 @@ def _corrupt(kind: str, path: Path) -> None:
         ("dtype", "expected uint8"),
         ("labels", "outside 0..9"),
         ("keys", "lacks the keys"),
+        ("truncated", "not a CIFAR-10 batch"),
+        ("empty", "holds no images"),
+        ("shape", "expected (n, 3072)"),
     ],
 )
-def test_cifar_bad_file_fails_with_one_line_and_fetch_command(tmp_path, kind, why, capsys):
+@pytest.mark.parametrize("reader", [load_cifar10, lambda d: check_data("cifar10", d)])
+def test_cifar_bad_file_fails_with_one_line_and_fetch_command(tmp_path, kind, why, reader, capsys):
+    """The loader and the quick check run before any work both name the file and the fix."""
     write_cifar10(tmp_path, n_train=10, n_test=2)
     path = tmp_path / "cifar-10-batches-py" / "data_batch_3"
     _corrupt(kind, path)
     with pytest.raises(DataError) as err:
-        load_cifar10(tmp_path)
+        reader(tmp_path)
     assert_one_line_error(
         err, str(path), why, f"python -m experiments download cifar10 --data-dir {tmp_path}"
     )
@@ -169,14 +181,52 @@ def test_ptb_any_directory_with_the_three_files(tmp_path):
     assert c.valid.tolist() == [3, 2] and c.test.tolist() == [0, 0, 2]
 
 
-def test_ptb_unknown_word_names_file_word_and_line(tmp_path):
+def test_ptb_vocabulary_spans_the_three_files_and_counts_unseen_words(tmp_path):
+    """As the authors' lstm/data.py: words of valid/test that training lacks get ids after the
+    training words (a corpus other than PTB loads), and they are counted."""
+    (tmp_path / "ptb.train.txt").write_text("a b\nb c a\n")
+    (tmp_path / "ptb.valid.txt").write_text("c zebra\n")
+    (tmp_path / "ptb.test.txt").write_text("yak a zebra yak\n")
+    c = load_corpus(tmp_path)
+    assert c.vocab == ["a", "b", "<eos>", "c", "zebra", "yak"] and c.train_vocab == 4
+    assert c.valid.tolist() == [3, 4, 2] and c.test.tolist() == [5, 0, 4, 5, 2]
+    assert c.oov == {"valid": {"tokens": 1, "types": 1}, "test": {"tokens": 3, "types": 2}}
+    write_ptb(tmp_path / "ptb", n_lines=30, vocab=20)  # every word in training: nothing unseen
+    c = load_corpus(tmp_path / "ptb")
+    assert c.train_vocab == c.vocab_size == 20
+    assert c.oov == {s: {"tokens": 0, "types": 0} for s in ("valid", "test")}
+
+
+def _bad_text(kind: str, path: Path) -> None:
+    path.write_bytes(
+        {
+            "empty": b"",
+            "whitespace": b"  \n\t\n \n",
+            "binary": b"a b c\x00\x00\x01\x02 d\n",
+            "latin1": "caf\xe9 au lait\n".encode("latin-1"),
+        }[kind]
+    )
+
+
+@pytest.mark.parametrize(
+    "kind,why",
+    [
+        ("empty", "has no words (empty)"),
+        ("whitespace", "has no words (whitespace only)"),
+        ("binary", "is binary"),
+        ("latin1", "is not UTF-8 text"),
+    ],
+)
+@pytest.mark.parametrize("name", ["ptb.train.txt", "ptb.test.txt"])
+@pytest.mark.parametrize("reader", [load_corpus, lambda d: check_data("ptb", d)])
+def test_ptb_bad_file_fails_with_one_line_and_fetch_command(tmp_path, kind, why, name, reader):
     write_ptb(tmp_path, n_lines=20, vocab=10)
-    test_file = tmp_path / "ptb.test.txt"
-    test_file.write_text(test_file.read_text() + " w1 zebra \n")
-    n = len(test_file.read_text().splitlines())
+    _bad_text(kind, tmp_path / name)
     with pytest.raises(DataError) as err:
-        load_corpus(tmp_path)
-    assert_one_line_error(err, str(test_file), f"line {n}", "'zebra'")
+        reader(tmp_path)
+    assert_one_line_error(
+        err, str(tmp_path / name), why, f"python -m experiments download ptb --data-dir {tmp_path}"
+    )
 
 
 @pytest.mark.parametrize("name", ["ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"])

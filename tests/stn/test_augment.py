@@ -89,6 +89,33 @@ def test_apply_color_matches_torchvision_per_image():
     assert torch.allclose(ours, torch.stack(ref), atol=1e-3)
 
 
+def test_color_jitter_order_is_random_per_example_as_torchvision():
+    """ColorJitter applies its four operations in a random order per call (per image in a data
+    loader): each example gets its own permutation, and the result is torchvision's
+    operations in that order."""
+    order = A.jitter_order(20_000, generator=_gen())
+    assert torch.equal(order.sort(dim=1).values, torch.arange(4).expand(20_000, 4))
+    assert len({tuple(r) for r in order.tolist()}) == 24  # every permutation occurs
+    x = _images(8)
+    f = A.jitter_factors(x, 0.8, 0.8, 0.8, 0.4, generator=_gen())
+    order = A.jitter_order(8, generator=_gen(seed=2))
+    ours = A.apply_color(x, f, order)
+    ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    ref = []
+    for img, factors, perm in zip(x, f.T.tolist(), order.tolist()):
+        for k in perm:
+            img = ops[k](img, factors[k])
+        ref.append(img)
+    assert torch.allclose(ours, torch.stack(ref), atol=1e-3)
+    fixed = A.apply_color(x, f)
+    assert (ours - fixed).abs().amax(dim=(1, 2, 3)).max() > 1e-2  # the order matters
+    s = _strengths(8, "cpu", brightness=0.8, contrast=0.8, saturation=0.8, hue=0.4)
+    drawn = A.color_jitter(x, **s, generator=_gen())  # random_order=True is the default
+    g = _gen()
+    f2 = A.jitter_factors(x, *s.values(), generator=g)
+    assert torch.equal(drawn, A.apply_color(x, f2, A.jitter_order(8, generator=g)))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_hue_shift_matches_kornia_and_torchvision(dtype):
     x = _images(8, dtype=dtype)

@@ -204,7 +204,7 @@ def test_a_model_deaf_to_the_hyperparameters_is_refused(toy_problem):
 
 def test_plateau_schedule():
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    plateau = Plateau(factor=0.5, window=2, patience=10, min_lr=0.3)
+    plateau = Plateau(factor=0.5, window=2, patience=10, min_lr=0.3, reset=True)
     stops = [plateau.step(v, [opt]) for v in (3.0, 2.0, 2.5, 2.6, 2.7)]
     assert opt.param_groups[0]["lr"] == 0.5 and plateau.decays == 1  # 2.7 > min(3.0, 2.0)
     assert stops == [False] * 5
@@ -212,7 +212,7 @@ def test_plateau_schedule():
     stops = [plateau.step(v, [opt]) for v in (2.8, 2.9, 3.0, 3.1)]  # the window starts afresh
     assert opt.param_groups[0]["lr"] == 0.25 and stops == [False, False, False, True]
     assert "below min_lr" in plateau.reason
-    fresh = Plateau(factor=0.5, window=2, patience=10, min_lr=0.3)
+    fresh = Plateau(factor=0.5, window=2, patience=10, min_lr=0.3, reset=True)
     fresh.load_state_dict(state)
     assert fresh.state_dict() == state
     off = Plateau()  # every rule off by default

@@ -84,6 +84,21 @@ def test_input_noise_per_example_std():
     assert torch.allclose((y - x).std(dim=1), scale, atol=0.005)
 
 
+def test_input_scaling_multiplies_each_example_by_one_uniform_factor():
+    """The authors' CIFAR-10 input scaling (cnn/hypertrain.py): x * U(1/(1+s), 1+s)."""
+    s = torch.tensor([0.0, 0.1, 0.3]).repeat_interleave(20_000)
+    x = torch.full((len(s), 3, 2, 2), 2.0)
+    y = R.input_scaling(x, s, generator=_gen("cpu"))
+    factor = y / x
+    assert torch.equal(factor, factor[:, :1, :1, :1].expand_as(factor))  # one per example
+    f = factor[:, 0, 0, 0].view(3, -1)
+    assert torch.equal(f[0], torch.ones(20_000))  # strength 0: unchanged exactly
+    for row, v in zip(f[1:], (0.1, 0.3)):
+        lo, hi = 1 / (1 + v), 1 + v
+        assert lo <= row.min() < lo + 1e-3 and hi - 1e-3 < row.max() <= hi
+        assert abs(row.mean().item() - (lo + hi) / 2) < 2e-3  # uniform: the middle on average
+
+
 def test_generator_repeats_and_strengths_are_detached():
     p = torch.tensor([0.3, 0.7], requires_grad=True)
     x = torch.randn(2, 100, requires_grad=True)
