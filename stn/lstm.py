@@ -272,10 +272,10 @@ class _Layer(nn.Module):
         kind = x.device.type
         amp = torch.is_autocast_enabled(kind)
         pre = F.linear(x, w_ih, rnn.bias_ih_l0 + rnn.bias_hh_l0)  # (T, B, 4H)
-        dtype = torch.get_autocast_dtype(kind) if amp else pre.dtype
+        dtype = torch.get_autocast_dtype(kind) if amp else pre.dtype  # as the STN recurrence
+        pre, w_hh, h0, c0 = (v.to(dtype) for v in (pre, w_hh, h0, c0))
         with torch.autocast(kind, enabled=False):
-            hs, cs, acts, _ = _forward(pre.to(dtype), None, w_hh.to(dtype), h0.to(dtype),
-                                       c0.to(dtype))  # fmt: skip
+            hs, cs, acts, _ = _forward(pre, None, w_hh, h0, c0)
         a = torch.addcmul(sw_ih * F.linear(x, self.hyper_weight_ih), sw_hh, F.linear(hs[:-1], u_hh))
         a = a + torch.addcmul(sb_ih * self.hyper_bias_ih, sb_hh, self.hyper_bias_hh)
         if x_dot is not None:
@@ -284,7 +284,7 @@ class _Layer(nn.Module):
         dh0 = zero if dh0 is None else dh0.to(dtype)
         dc0 = zero if dc0 is None else dc0.to(dtype)
         with torch.autocast(kind, enabled=False):
-            dhs, dcs = _Tangent.apply(a.to(dtype), w_hh.to(dtype), hs, cs, acts, dh0, dc0)
+            dhs, dcs = _Tangent.apply(a.to(dtype), w_hh, hs, cs, acts, dh0, dc0)
         dual = fwAD.make_dual
         return dual(hs[1:], dhs[1:]), (dual(hs[-1], dhs[-1]), dual(cs[-1], dcs[-1]))
 

@@ -158,6 +158,24 @@ def test_embedding_and_lstm_response_equals_jvp(device, mode, twice):
     _assert_same(LM(twice), lambda net, hb: net(tokens, hb, state), device, mode)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_response_under_bf16_autocast_is_close_to_jvp(device):
+    """Mixed precision (the GPU benchmark's --amp): the LSTM's recurrences in bf16 too."""
+    model, tokens = _randomise(LM()).to(device), torch.randint(0, V, (5, B), device=device)
+    got, want = [], []
+    for cls, out in ((Linearized, got), (JVPLinearized, want)):
+        torch.manual_seed(1)
+        hb = Hyper(SPACE, centred=True).to(device).batch(B)
+        ordinary = [p for n, p in model.named_parameters() if not _is_response(n)]
+        net = cls(model, frozen=ordinary) if cls is Linearized else cls(model)
+        net.hb = hb
+        with torch.autocast(torch.device(device).type, torch.bfloat16):
+            out += [o.float() for o in _flat(net(tokens, hb))]
+    assert len(got) == len(want) == 5  # logits, state (h, c), the two layers' outputs
+    for a, b in zip(got, want):
+        assert (a - b).abs().max() <= 0.05 * b.abs().max()
+
+
 def test_lstm_tangent_recurrence_gradcheck():
     """The tangent recurrence's hand-written backward (the primal's backpropagation)."""
     T, H = 4, 3
