@@ -157,8 +157,8 @@ class JVPLinearized(_Response):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         h = self.hb.net_input if self.hb is not None else None
-        if h is None:
-            return self._call(h, args, kwargs)  # raises: no hypernet input to linearise in
+        if h is None:  # nothing to linearise in: the plain network (or _call's error)
+            return self._call(h, args, kwargs)
         out, tangent = torch.func.jvp(
             lambda u: self._call(u, args, kwargs), (torch.zeros_like(h),), (h,)
         )
