@@ -10,14 +10,20 @@ themselves: one matmul on the concatenated [W_elem; W_hyper] measured slower at 
 (CPU, batch 64..2800, 128..10000 units; benchmarks/bench_stn_cost.py), because the
 concatenation copies both weights every forward (and its gradient is split again) while the
 halves of its output are strided views that the elementwise ops then gather.
+
+Inside Delta-STN's `stn.delta.Linearized` the hypernet input is a dual tensor with a zero
+primal: a layer then returns its plain output as the primal and the closed-form tangent
+W x_dot + (V_w h) * (U x) + (V_b h) * c (stn/delta.py), without the scaled path's forward.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .delta import centred_tangent, is_zero, times_constant
 from .regularizers import _keep_scale
 
 __all__ = ["STNLinear", "STNConv2d", "STNEmbedding", "keep_mask", "batch_rate"]
@@ -33,6 +39,17 @@ def _scaling(n_hyper: int, out: int) -> nn.Linear:
     lin = nn.Linear(n_hyper, out, bias=False)
     nn.init.normal_(lin.weight, std=0.01)
     return lin
+
+
+def _linearized(
+    plain: Tensor, w_x_dot: Tensor | None, ds_w: Tensor, hyp: Tensor, ds_b: Tensor | None, c
+) -> Tensor:
+    """The dual output of a linear map at zero scaling: primal `plain` (W x + b), tangent
+    W x_dot + ds_w * (U x) + ds_b * c; `w_x_dot` is W x_dot (None where x has no tangent)."""
+    tangent = ds_w * hyp if w_x_dot is None else torch.addcmul(w_x_dot, ds_w, hyp)
+    if ds_b is not None:
+        tangent = torch.addcmul(tangent, ds_b, c)
+    return fwAD.make_dual(plain, tangent)
 
 
 def batch_rate(p: float | Tensor, name: str) -> float | Tensor:
@@ -92,8 +109,18 @@ class STNLinear(nn.Linear):
             self.scaling = _scaling(n_hyper, 2 * out_features)  # V
 
     def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
-        if not self.n_hyper or h is None:
+        if not self.n_hyper or h is None or is_zero():
             return F.linear(x, self.weight, self.bias)
+        h_dot = centred_tangent(h)
+        if h_dot is not None:  # Delta-STN's linearisation at h = 0
+            x, x_dot = fwAD.unpack_dual(x)
+            ds_w, ds_b = self.scaling(h_dot).chunk(2, dim=-1)
+            return _linearized(
+                F.linear(x, self.weight, self.bias),
+                None if x_dot is None else F.linear(x_dot, self.weight),
+                ds_w, F.linear(x, self.hyper_weight),
+                None if self.bias is None else ds_b, self.hyper_bias,
+            )  # fmt: skip
         s_w, s_b = self.scaling(h).chunk(2, dim=-1)  # (B, out) each
         out, hyp = F.linear(x, self.weight), F.linear(x, self.hyper_weight)  # (..., B, out)
         if self.bias is not None:
@@ -129,8 +156,19 @@ class STNConv2d(nn.Conv2d):
             self.scaling = _scaling(n_hyper, 2 * out_channels)  # V
 
     def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
-        if not self.n_hyper or h is None:
+        if not self.n_hyper or h is None or is_zero():
             return self._conv_forward(x, self.weight, self.bias)
+        h_dot = centred_tangent(h)
+        if h_dot is not None:  # Delta-STN's linearisation at h = 0
+            x, x_dot = fwAD.unpack_dual(x)
+            ds_w, ds_b = self.scaling(h_dot)[:, :, None, None].chunk(2, dim=1)
+            return _linearized(
+                self._conv_forward(x, self.weight, self.bias),
+                None if x_dot is None else self._conv_forward(x_dot, self.weight, None),
+                ds_w, self._conv_forward(x, self.hyper_weight, None),
+                None if self.bias is None else ds_b,
+                None if self.bias is None else self.hyper_bias[:, None, None],
+            )  # fmt: skip
         s_w, s_b = self.scaling(h)[:, :, None, None].chunk(2, dim=1)  # (B, out, 1, 1) each
         out = self._conv_forward(x, self.weight, None)  # (B, out, H', W')
         hyp = self._conv_forward(x, self.hyper_weight, None)
@@ -166,14 +204,17 @@ class STNEmbedding(nn.Embedding):
         batch, rows kept scaled by 1 / (1 - p)); only in training mode.
         """
         y = F.embedding(tokens, self.weight)  # (T, B, dim)
-        if self.n_hyper and h is not None:
+        h_dot = centred_tangent(h) if self.n_hyper else None
+        if h_dot is not None:  # Delta-STN's linearisation at h = 0: tangent (V h) * E_hyper[tok]
+            y = fwAD.make_dual(y, self.scaling(h_dot) * F.embedding(tokens, self.hyper_weight))
+        elif self.n_hyper and h is not None and not is_zero():
             # two row gathers are cheaper than concatenating two vocabulary-sized tables
             y = torch.addcmul(y, self.scaling(h), F.embedding(tokens, self.hyper_weight))
         p = _active_rate(dropout, "dropout", self.training)
         if p is not None:
             # masking the gathered rows equals masking the rows of both tables, at T*B cost
             rows = keep_mask((self.num_embeddings,), p, y.device, y.dtype)
-            y = y * rows[tokens].unsqueeze(-1)
+            y = times_constant(y, rows[tokens].unsqueeze(-1))
         return y
 
     def extra_repr(self) -> str:

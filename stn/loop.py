@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from . import checkpoint as ckpt
 from .config import ConfigError, STNConfig, STNResult
-from .delta import Linearized
+from .delta import Linearized, at_centre
 from .hyper import Hyper
 from .problem import Problem
 from .schedule import Plateau
@@ -199,7 +199,7 @@ class _Run:
         }
         self.opts["hyper"] = _optimizer(cfg.hyper_optimizer, [self.hyper.raw], cfg.hyper_lr)
         self.opts["scale"] = _optimizer(cfg.hyper_optimizer, [self.hyper.raw_scale], cfg.scale_lr)
-        self.linearized = Linearized(self.model) if cfg.linearize else None
+        self.linearized = Linearized(self.model, frozen=ordinary) if cfg.linearize else None
         self.plateau = Plateau(
             cfg.lr_decay, cfg.decay_window, cfg.patience, cfg.min_lr, reset=cfg.decay_reset
         )
@@ -270,7 +270,9 @@ class _Run:
             hb = self.hyper.batch(n, perturb=not self.cfg.delta)
         if not self.cfg.delta:
             return self._descend("weights", train_loss(self.model, batch, hb))
-        value = self._descend("ordinary", train_loss(self.model, batch, hb))  # at lambda
+        with at_centre():  # h = 0 at lambda: the STN layers run their plain path alone
+            loss = train_loss(self.model, batch, hb)
+        value = self._descend("ordinary", loss)
         with torch.no_grad():
             hb = self.hyper.batch(n, perturb=True)
         net = self.model

@@ -13,8 +13,10 @@ PyTorch's fused LSTM kernel on its own (drop-connected) weights.
 
 The STN recurrence is a hand-written autograd Function: its backward does one matmul per step
 and the weight gradient of all steps in one matmul at the end, where plain autograd would do two
-per step and accumulate a (8H, H) gradient T times. Forward-mode AD (Delta-STN's linearisation
-with `torch.func.jvp`) takes the plain autograd loop instead.
+per step and accumulate a (8H, H) gradient T times. Delta-STN's linearisation (stn/delta.py)
+runs the plain recurrence as the primal and the tangent's own recurrence (`_Tangent`), one
+(4H, H) matmul a step each; `torch.func.jvp` (the tests' reference) takes the plain autograd
+loop instead.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.func import functional_call
 
+from .delta import centred_tangent, is_zero
 from .layers import _active_rate, _check_n_hyper, _scaling, keep_mask
 from .regularizers import locked_dropout
 
@@ -45,6 +48,68 @@ def _activate_(gates: Tensor) -> Tensor:
     return gates
 
 
+def _forward(pre: Tensor, sw: Tensor | None, w: Tensor, h0: Tensor, c0: Tensor):
+    """The recurrence gates_t = pre_t + a_t (+ s_w * b_t) with [a_t, b_t] = h_{t-1} w^T, w (8H, H)
+    with the hyper path, (4H, H) without (sw None). Returns hs, cs (T+1, B, H), the gate
+    activations (T, B, 4H), and b (T, B, 4H) or None."""
+    T, B, G = pre.shape
+    hs, cs = pre.new_empty(T + 1, B, G // 4), pre.new_empty(T + 1, B, G // 4)
+    acts = torch.empty_like(pre)
+    hyp = torch.empty_like(pre) if sw is not None else None
+    hs[0], cs[0] = h0, c0
+    z, wt = pre.new_empty(B, w.shape[0]), w.t()
+    for t in range(T):
+        if sw is None:
+            torch.addmm(pre[t], hs[t], wt, out=acts[t])
+        else:
+            torch.mm(hs[t], wt, out=z)
+            hyp[t] = z[:, G:]
+            torch.addcmul(z[:, :G], sw, z[:, G:], out=acts[t]).add_(pre[t])
+        i, f, g, o = _activate_(acts[t]).split(G // 4, dim=1)
+        torch.mul(f, cs[t], out=cs[t + 1]).addcmul_(i, g)
+        torch.mul(o, cs[t + 1].tanh(), out=hs[t + 1])
+    return hs, cs, acts, hyp
+
+
+def _derivatives(acts: Tensor, cs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """tanh(c_t), its derivative, and the derivative of each gate's activation w.r.t. its
+    pre-activation (sigmoid for i, f, o; tanh for g), from the forward's saved values."""
+    H = acts.shape[-1] // 4
+    tcs = cs[1:].tanh()
+    dtcs = 1 - tcs * tcs  # d tanh(c_t)
+    dact = acts * (1 - acts)  # d sigmoid / d pre-activation; tanh for g
+    dact[..., 2 * H : 3 * H] = 1 - acts[..., 2 * H : 3 * H].square()
+    return tcs, dtcs, dact
+
+
+def _backward(acts, cs, w, sw, dhs, dcs) -> tuple[Tensor, Tensor, Tensor]:
+    """Backpropagation through the recurrence `_forward` ran: from the gradients w.r.t. hs and
+    cs (T+1, B, H) to dz (T, B, 8H or 4H) = [d gates, s_w * d gates] per step (d gates: the
+    gradient w.r.t. pre) and the gradients w.r.t. h0, c0."""
+    # c_t = f c_{t-1} + i g and h_t = o tanh(c_t), walked back from t = T-1; dh and dc
+    # carry the gradient w.r.t. h_t and c_t (direct use + through step t+1)
+    T, B, G = acts.shape
+    H = G // 4
+    tcs, dtcs, dact = _derivatives(acts, cs)
+    dz = acts.new_empty(T, B, w.shape[0])
+    dh, dc = dhs[T].clone(), dcs[T].clone()
+    for t in range(T - 1, -1, -1):
+        i, f, g, o = acts[t].split(H, dim=1)
+        d = dz[t]
+        di, df, dg, do = d[:, :G].split(H, dim=1)
+        torch.mul(dh, tcs[t], out=do)
+        dc.addcmul_(dh * o, dtcs[t])
+        torch.mul(dc, g, out=di)
+        torch.mul(dc, i, out=dg)
+        torch.mul(dc, cs[t], out=df)
+        d[:, :G].mul_(dact[t])
+        if sw is not None:
+            torch.mul(d[:, :G], sw, out=d[:, G:])
+        dc = dc.mul_(f).add_(dcs[t])
+        dh = torch.mm(d, w).add_(dhs[t])
+    return dz, dh, dc
+
+
 class _Recurrence(torch.autograd.Function):
     """(pre (T, B, 4H), s_w (B, 4H), w (8H, H), h0, c0 (B, H)) -> hs, cs (T+1, B, H), with
     gates_t = pre_t + a_t + s_w * b_t and [a_t, b_t] = h_{t-1} w^T. Also returns (as
@@ -52,19 +117,7 @@ class _Recurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(pre, sw, w, h0, c0):
-        T, B, G = pre.shape
-        hs, cs = pre.new_empty(T + 1, B, G // 4), pre.new_empty(T + 1, B, G // 4)
-        acts, hyp = torch.empty_like(pre), torch.empty_like(pre)
-        hs[0], cs[0] = h0, c0
-        z, wt = pre.new_empty(B, 2 * G), w.t()
-        for t in range(T):
-            torch.mm(hs[t], wt, out=z)
-            hyp[t] = z[:, G:]
-            torch.addcmul(z[:, :G], sw, z[:, G:], out=acts[t]).add_(pre[t])
-            i, f, g, o = _activate_(acts[t]).split(G // 4, dim=1)
-            torch.mul(f, cs[t], out=cs[t + 1]).addcmul_(i, g)
-            torch.mul(o, cs[t + 1].tanh(), out=hs[t + 1])
-        return hs, cs, acts, hyp
+        return _forward(pre, sw, w, h0, c0)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -76,36 +129,58 @@ class _Recurrence(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dhs, dcs, _dacts, _dhyp):
-        # c_t = f c_{t-1} + i g and h_t = o tanh(c_t), walked back from t = T-1; dh and dc
-        # carry the gradient w.r.t. h_t and c_t (direct use + through step t+1)
         sw, w, hs, cs, acts, hyp = ctx.saved_tensors
         T, B, G = acts.shape
         H = G // 4
-        tcs = cs[1:].tanh()
-        dtcs = 1 - tcs * tcs  # d tanh(c_t)
-        dact = acts * (1 - acts)  # d sigmoid / d pre-activation; tanh for g
-        dact[..., 2 * H : 3 * H] = 1 - acts[..., 2 * H : 3 * H].square()
-        dz = acts.new_empty(T, B, 2 * G)  # [d gates, s_w * d gates] per step
-        dh, dc = dhs[T].clone(), dcs[T].clone()
-        for t in range(T - 1, -1, -1):
-            i, f, g, o = acts[t].split(H, dim=1)
-            d = dz[t]
-            di, df, dg, do = d[:, :G].split(H, dim=1)
-            torch.mul(dh, tcs[t], out=do)
-            dc.addcmul_(dh * o, dtcs[t])
-            torch.mul(dc, g, out=di)
-            torch.mul(dc, i, out=dg)
-            torch.mul(dc, cs[t], out=df)
-            d[:, :G].mul_(dact[t])
-            torch.mul(d[:, :G], sw, out=d[:, G:])
-            dc = dc.mul_(f).add_(dcs[t])
-            dh = torch.mm(d, w).add_(dhs[t])
+        dz, dh, dc = _backward(acts, cs, w, sw, dhs, dcs)
         dgates = dz[..., :G]
         dsw = (dgates * hyp).sum(0) if ctx.needs_input_grad[1] else None
         dw = None
         if ctx.needs_input_grad[2]:  # all steps at once: (8H, T*B) @ (T*B, H)
             dw = dz.reshape(T * B, 2 * G).t() @ hs[:T].reshape(T * B, H)
         return dgates, dsw, dw, dh, dc
+
+
+class _Tangent(torch.autograd.Function):
+    """The tangent of the plain recurrence (`_forward` without hyper path) whose primal gave
+    hs, cs (T+1, B, H) and the gate activations acts (T, B, 4H): (a (T, B, 4H), w (4H, H), ...,
+    dh0, dc0 (B, H)) -> dhs, dcs (T+1, B, H), the tangents of hs and cs when the
+    pre-activations' tangent is a_t + dh_{t-1} w^T. With the gate derivatives D_t:
+
+        u_t = D_t * (a_t + dh_{t-1} w^T) = [di, df, dg, do]
+        dc_t = df c_{t-1} + f dc_{t-1} + di g + i dg,   dh_t = do tanh(c_t) + o tanh'(c_t) dc_t
+
+    It is linear in (a, dh0, dc0) with w and the primal held constant, and its adjoint is the
+    primal recurrence's backpropagation w.r.t. (pre, h0, c0): the backward is `_backward`."""
+
+    @staticmethod
+    def forward(a, w, hs, cs, acts, dh0, dc0):
+        T, B, G = a.shape
+        H = G // 4
+        tcs, dtcs, dact = _derivatives(acts, cs)
+        dhs, dcs = a.new_empty(T + 1, B, H), a.new_empty(T + 1, B, H)
+        dhs[0], dcs[0] = dh0, dc0
+        u, wt = a.new_empty(B, G), w.t()
+        for t in range(T):
+            torch.addmm(a[t], dhs[t], wt, out=u).mul_(dact[t])
+            di, df, dg, do = u.split(H, dim=1)
+            i, f, g, o = acts[t].split(H, dim=1)
+            dc = torch.mul(df, cs[t], out=dcs[t + 1]).addcmul_(f, dcs[t])
+            dc.addcmul_(di, g).addcmul_(i, dg)
+            torch.mul(o, dtcs[t], out=dhs[t + 1]).mul_(dc).addcmul_(do, tcs[t])
+        return dhs, dcs
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, w, _, cs, acts, _, _ = inputs
+        ctx.save_for_backward(w, cs, acts)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, ghs, gcs):
+        w, cs, acts = ctx.saved_tensors
+        da, dh0, dc0 = _backward(acts, cs, w, None, ghs, gcs)
+        return da, None, None, None, None, dh0, dc0
 
 
 def _recurrence_autograd(pre, sw, w, h0, c0):
@@ -142,8 +217,11 @@ class _Layer(nn.Module):
 
     def forward(self, x: Tensor, h: Tensor | None, state: State, mask: Tensor | None):
         """x (T, B, in), state (h0, c0) each (B, H), mask (4H, H) or None -> (T, B, H), state."""
-        if not self.n_hyper or h is None:
+        if not self.n_hyper or h is None or is_zero():
             return self._plain(x, state, mask)
+        h_dot = centred_tangent(h)
+        if h_dot is not None:
+            return self._linearized(x, h_dot, state, mask)
         rnn = self.rnn
         sw_ih, sb_ih = self.scaling_ih(h).chunk(2, dim=-1)  # (B, 4H) each
         sw_hh, sb_hh = self.scaling_hh(h).chunk(2, dim=-1)
@@ -166,6 +244,49 @@ class _Layer(nn.Module):
         with torch.autocast(kind, enabled=False):
             hs, cs = _Recurrence.apply(*(a.to(dtype) for a in args))[:2]
         return hs[1:], (hs[-1], cs[-1])
+
+    def _linearized(self, x: Tensor, h_dot: Tensor, state: State, mask: Tensor | None):
+        """Delta-STN's linearisation at h = 0 (stn/delta.py): the plain LSTM as the primal, and
+        the tangent along h_dot of every output, as dual tensors. The tangent of the gates'
+        pre-activations is a_t + W_hh dh_{t-1}, where a_t, everything but the recurrent term,
+
+            a_t = W_ih x_dot_t + ds_w^ih * (U_ih x_t) + ds_w^hh * (U_hh h_{t-1})
+                + ds_b^ih * c_ih + ds_b^hh * c_hh,   [ds_w, ds_b] = V h_dot,
+
+        takes a few matmuls over all timesteps; `_Tangent` then runs the recurrence of the
+        tangent with the primal's gate values. The ordinary weights must be frozen (Linearized
+        freezes them): the closed form holds them, and the primal, constant."""
+        rnn = self.rnn
+        (x, x_dot), (h0, dh0), (c0, dc0) = (fwAD.unpack_dual(v) for v in (x, *state))
+        w_ih, w_hh, u_hh = rnn.weight_ih_l0, rnn.weight_hh_l0, self.hyper_weight_hh
+        plain = (x, h0, c0, w_ih, w_hh, rnn.bias_ih_l0, rnn.bias_hh_l0)
+        if torch.is_grad_enabled() and any(v.requires_grad for v in plain):
+            raise RuntimeError(
+                "the STN LSTM's linearisation differentiates the response only: its input's "
+                "primal, state and ordinary weights must not require grad (freeze them)"
+            )
+        if mask is not None:
+            w_hh, u_hh = w_hh * mask, u_hh * mask
+        sw_ih, sb_ih = self.scaling_ih(h_dot).chunk(2, dim=-1)  # (B, 4H) each
+        sw_hh, sb_hh = self.scaling_hh(h_dot).chunk(2, dim=-1)
+        kind = x.device.type
+        amp = torch.is_autocast_enabled(kind)
+        pre = F.linear(x, w_ih, rnn.bias_ih_l0 + rnn.bias_hh_l0)  # (T, B, 4H)
+        dtype = torch.get_autocast_dtype(kind) if amp else pre.dtype  # as the STN recurrence
+        pre, w_hh, h0, c0 = (v.to(dtype) for v in (pre, w_hh, h0, c0))
+        with torch.autocast(kind, enabled=False):
+            hs, cs, acts, _ = _forward(pre, None, w_hh, h0, c0)
+        a = torch.addcmul(sw_ih * F.linear(x, self.hyper_weight_ih), sw_hh, F.linear(hs[:-1], u_hh))
+        a = a + torch.addcmul(sb_ih * self.hyper_bias_ih, sb_hh, self.hyper_bias_hh)
+        if x_dot is not None:
+            a = a + F.linear(x_dot, w_ih)
+        zero = hs.new_zeros(hs.shape[1:])
+        dh0 = zero if dh0 is None else dh0.to(dtype)
+        dc0 = zero if dc0 is None else dc0.to(dtype)
+        with torch.autocast(kind, enabled=False):
+            dhs, dcs = _Tangent.apply(a.to(dtype), w_hh, hs, cs, acts, dh0, dc0)
+        dual = fwAD.make_dual
+        return dual(hs[1:], dhs[1:]), (dual(hs[-1], dhs[-1]), dual(cs[-1], dcs[-1]))
 
     def _plain(self, x: Tensor, state: State, mask: Tensor | None):
         h0, c0 = state[0][None], state[1][None]  # (1, B, H)

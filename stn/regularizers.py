@@ -18,6 +18,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
+from .delta import times_constant
+
 __all__ = [
     "StrengthError",
     "as_strength",
@@ -63,7 +65,7 @@ def _masked(
     u = torch.rand(mask_shape, generator=gen, device=x.device, dtype=x.dtype)
     # u in [0, 1): keep when u < q, so q = 1 (p = 0) keeps everything and q = 0 keeps nothing
     keep = (u < q.view(view)).to(x.dtype)
-    return x * (keep * scale.view(view))
+    return times_constant(x, keep * scale.view(view))  # x * mask
 
 
 def _batch_view(x: Tensor, dim: int = 0) -> tuple[int, ...]:

@@ -19,7 +19,8 @@ def _positive(x) -> bool:
 def test_bound_is_the_arithmetic_of_the_cycle():
     assert bench_stn_cost.bound(2, 1) == pytest.approx(16 / 6)
     assert bench_stn_cost.bound(1, 0) == pytest.approx(2.0)  # weight steps only: twice a plain
-    assert bench_stn_cost.delta_bound(2, 1, linearize=False) > bench_stn_cost.bound(2, 1)
+    assert bench_stn_cost.delta_bound(5, 1) == pytest.approx(44 / 15)  # Delta-STN's preset
+    assert bench_stn_cost.delta_bound(2, 1) > bench_stn_cost.bound(2, 1)
 
 
 def test_stn_cost_quick_mlp(one_thread):
@@ -33,7 +34,10 @@ def test_stn_cost_quick_mlp(one_thread):
     assert _positive(stn["ratio"]) and _positive(stn["cpu_ratio"])
     assert stn["cycle"] == "2+1" and stn["target"] > stn["bound"] > 1
     assert isinstance(stn["within_target"], bool)
-    assert _positive(modes["delta-stn"]["bound_estimate"])
+    delta = modes["delta-stn"]
+    assert delta["cycle"] == "5+1" and delta["bound"] == pytest.approx(44 / 15)
+    assert _positive(delta["over_stn"]) and isinstance(delta["within_target"], bool)
+    assert delta["target"] > stn[{"cpu": "cpu_ratio", "wall": "ratio"}[stn["judged_on"]]]
     lines = bench_stn_cost.render(res)
     assert any(line.startswith("| mlp | stn |") for line in lines)
 

@@ -118,7 +118,8 @@ def test_recurrence_gradcheck():
 
 
 def test_linearisation_jvp_matches_finite_differences():
-    """Delta-STN's torch.func.jvp w.r.t. the hypernet input goes through the STN LSTM."""
+    """torch.func.jvp w.r.t. the hypernet input (stn.delta.JVPLinearized, the reference of the
+    closed-form linearisation) goes through the STN LSTM's autograd recurrence."""
     x, h, state = _inputs()
     stn = STNLSTM(IN, H, 2, N).double()
 
