@@ -45,7 +45,7 @@ class STNConfig:
     sigma_init: float = 0.5  # initial perturbation scale (unconstrained units)
     anchored: bool = False  # layers see u~ - u0 instead of u~ (stn.Hyper; an option)
     delta: bool = False  # Delta-STN: centred input, V = 0 at start, split weight updates
-    linearize: bool = False  # Delta-STN: train the response through its linearisation (stn/delta.py)
+    linearize: bool = False  # Delta-STN: train the response linearised (stn/delta.py)
     evaluate_every: int = 1  # full val/test evaluation every this many epochs
     lr_decay: float = 1.0  # weights' LR x this on a validation plateau (1: off; CNN 0.1)
     decay_window: int = 0  # non-monotone window, in evaluations (0: off; CNN 60, LSTM 5)
