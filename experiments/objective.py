@@ -237,9 +237,9 @@ class _Recorder:
         self.run = run
         place = run.place or Place(exp.name, spec["method"], spec["seed"])
         space = [dataclasses.asdict(p) for p in problem.space]
-        self.spec = {"experiment": to_dict(exp), **spec, "experiment_seed": place.seed,
-                     "trial": place.trial, "space": space}  # fmt: skip
-        run.write_spec(self.spec, **_software(device))
+        spec = {"experiment": to_dict(exp), **spec, "experiment_seed": place.seed,
+                "trial": place.trial, "space": space}  # fmt: skip
+        self.spec = run.write_spec(spec, **_software(device))  # W&B's config: the same record
         name = place.name.replace(" ", "-")
         group = f"{place.method}-seed{place.seed}"
         self.mirror = Mirror(

@@ -126,12 +126,20 @@ def _check_stale(folder: Path, then: Any, exp: Experiment, keys: Sequence[tuple[
     if not isinstance(then, dict):
         return
     now = to_dict(exp)
-    changed = [".".join(k) for k in keys if k[0] in then and _get(now, k) != _get(then, k)]
+    changed = [".".join(k) for k in keys if k[0] in then and _differs(_get(now, k), _get(then, k))]
     if changed:
         raise SpecError(
             f"{folder} holds runs of a different spec (changed: {', '.join(changed)}); "
             "pass another --runs-dir or remove that folder"
         )
+
+
+def _differs(now: Any, then: Any) -> bool:
+    """A setting recorded with another value. Settings present on one side only are not a
+    difference: they were added to or removed from the code since (their defaults ran)."""
+    if isinstance(now, dict) and isinstance(then, dict):
+        return any(_differs(now[k], then[k]) for k in now.keys() & then.keys())
+    return now != then
 
 
 def _get(d: Any, parts: Sequence[str]) -> Any:

@@ -359,9 +359,12 @@ class RunDir:
         return Place.of(self.path)
 
     # spec.json
-    def write_spec(self, spec: Mapping[str, Any], **software: Any) -> None:
-        """Record the resolved spec with the environment (`environment(**software)`)."""
-        atomic_write_json(self.spec_file, {**spec, **environment(**software)})
+    def write_spec(self, spec: Mapping[str, Any], **software: Any) -> dict[str, Any]:
+        """Record the resolved spec with the environment (`environment(**software)`); returns
+        what was recorded."""
+        record = {**spec, **environment(**software)}
+        atomic_write_json(self.spec_file, record)
+        return record
 
     def read_spec(self, writer: bool = False) -> dict[str, Any] | None:
         return read_json(self.spec_file, set_aside_bad=writer)
