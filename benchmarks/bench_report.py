@@ -4,9 +4,9 @@ A synthetic digits-mlp store is written in the real format (through `experiments
 spec.json, metrics.jsonl, result.json, search.json, the search journal): searches of 50 trials
 (20 epochs, one eval row per epoch) for grid, random, BO and Hyperband over 5 seeds (1000
 trials), and STN and Delta-STN runs (a hyperparameter row every 2 steps). The losses are made
-up; only the time matters. Measured: `analysis.report.build_report` in this process (loading included), and
-`python -m analysis report` as a user runs it (a fresh process: imports included). Target:
-under 10 s.
+up; only the time matters. Measured: `analysis.report.build_report` in this process (loading
+included), and `python -m analysis report` as a user runs it (a fresh process: imports
+included). Target: under 10 s.
 
 `make demo`'s wall clock is measured only when asked (`demo=True`, `python -m benchmarks
 --demo`): it trains for minutes. Otherwise the span of the last demo's run store (first
