@@ -55,6 +55,7 @@ class Search:
         self.searcher = make_searcher(
             method, exp.task.space(), derive_seed(seed, method), **options
         )
+        lost = self.dir.read_summary(writer=True) is None  # a damaged one is set aside
         events = self.dir.read_journal(writer=True)
         replay(self.searcher, events)
         self._journalled = len(self.searcher.events)
@@ -71,6 +72,8 @@ class Search:
             self.failures = self.failures + 1 if e.get("status") == "failed" else 0
         self.inflight: dict[int, Any] = {i: None for i in self.searcher.pending}  # None: asked
         self.job_ids = self.dir.read_jobs()
+        if lost and events:  # rebuilt from the journal now, not at the next tell (if any)
+            self.write_summary()
 
     # --- bookkeeping ---
     @property

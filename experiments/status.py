@@ -50,22 +50,24 @@ def _run(u: Unit) -> dict[str, Any]:
 
 
 def _search(u: Unit) -> dict[str, Any]:
+    """A search's counts from its journal (every ask and tell), and the results of trials that
+    finished but are not told yet."""
     search = SearchDir(u.path)
-    asked = {int(e["id"]) for e in search.read_journal() if e.get("event") == "ask"}
-    counts, trials, jobs = {"done": 0, "running": 0, "failed": 0}, [], []
-    for t in sorted(asked | set(u.trials)):  # asked but queued: no folder yet
-        run = search.trial(t)
-        rec, job = run.read_result(), _job_id(run.read_spec())
-        jobs += [job] if job else []
-        if rec is None:
-            counts["running"] += 1
-            continue
-        counts["done" if rec["status"] == "ok" else "failed"] += 1
-        trials.append({**rec, "trial": t})
+    events = search.read_journal()
+    asked = {int(e["id"]) for e in events if e.get("event") == "ask"}
+    told = {int(e["id"]): e for e in events if e.get("event") == "tell"}
+    asked |= set(u.trials)
+    for t in asked - set(told):  # finished, not told yet (or no journal)
+        if (rec := search.trial(t).read_result()) is not None:
+            told[t] = rec
+    counts = {"done": 0, "running": len(asked - set(told)), "failed": 0}
+    for e in told.values():
+        counts["done" if e.get("status") == "ok" else "failed"] += 1
+    best = best_trial({**e, "trial": t} for t, e in told.items())
+    jobs = [j for t in sorted(asked) if (j := _job_id(search.trial(t).read_spec()))]
     summary = search.read_summary() or {}
     # a grid's size, else the trial budget (None for budgets in epochs or seconds)
     budget, searcher = summary.get("budget") or {}, summary.get("searcher") or {}
-    best = best_trial(trials)
     return {"kind": "search", **counts, "planned": searcher.get("size") or budget.get("trials"),
             "finished": bool(summary.get("finished")), "reason": summary.get("stop_reason"),
             "best_val_loss": best and best["val_loss"], "jobs": sorted(set(jobs))}  # fmt: skip

@@ -87,6 +87,8 @@ def train(
         run.load(state)
     if on_resume is not None:
         on_resume(run.rows)
+    if run.status is not None:  # it had finished: its result as it was, nothing trained or saved
+        return run.result(run.status)
 
     def save() -> None:
         if checkpoint_path is not None:
@@ -124,6 +126,7 @@ def train(
     if run.status in (None, "ok") and run.last_eval_step != run.step:
         run.evaluate(schedule=False)  # the end state is always evaluated once
     run.end("ok", None)  # unless it ended earlier
+    run.elapsed, run.t0 = run.wall_s(), None  # the clock stops: saved and returned alike
     save()
     return run.result(run.status)
 
@@ -339,7 +342,8 @@ class _Run:
                      "wall_s": self.wall_s()})  # fmt: skip
 
     def wall_s(self) -> float:
-        return self.elapsed + time.perf_counter() - self.t0
+        """Training seconds, summed over segments; a finished run found again adds none."""
+        return self.elapsed + (time.perf_counter() - self.t0 if self.t0 is not None else 0.0)
 
     # --- state ---
     _COUNTERS = ("step", "hyper_steps", "epoch", "pos", "cycle", "val_epoch", "val_pos", "rows",
@@ -378,6 +382,8 @@ class _Run:
         for k, v in state["counters"].items():
             setattr(self, k, v)
         self.elapsed, self.t0 = state["wall_s"], time.perf_counter()
+        if self.status is not None:
+            self.t0 = None  # finished: its clock stopped
         if hasattr(self.problem, "load_state_dict"):
             self.problem.load_state_dict(state["problem"])
         self.best = state["best"]
