@@ -154,9 +154,11 @@ def time_report(runs_dir: Path, out: Path) -> dict[str, float]:
 
 def demo_store_span(runs_dir: Path = ROOT / "runs") -> float | None:
     """First spec.json to last result.json of the last demo's store, seconds (None if none)."""
+    from experiments.store import RESULT, SPEC
+
     exp = runs_dir / EXPERIMENT
-    specs = [p.stat().st_mtime for p in exp.rglob("spec.json")] if exp.is_dir() else []
-    results = [p.stat().st_mtime for p in exp.rglob("result.json")] if exp.is_dir() else []
+    specs = [p.stat().st_mtime for p in exp.rglob(SPEC)] if exp.is_dir() else []
+    results = [p.stat().st_mtime for p in exp.rglob(RESULT)] if exp.is_dir() else []
     return max(results) - min(specs) if specs and results else None
 
 
