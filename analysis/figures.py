@@ -198,16 +198,21 @@ def _on_common_grid(data: pd.DataFrame) -> pd.DataFrame:
 
 
 def _step_band(ax, g: pd.DataFrame, label: str, colour) -> np.ndarray:
-    """Mean over seeds as a step line with a marker per observation, and the range over seeds
-    (lowest to highest seed: never below zero) as a band that follows the steps. Returns the
-    mean curve."""
+    """Mean over seeds as a step line with a marker per observation, from where every seed has
+    one (before, a mean of some seeds would jump as the others arrive); the range over seeds
+    (lowest to highest: never below zero) as a faint band that follows the steps, and as a bar
+    at the last point. Returns the mean curve."""
     wide = g.pivot_table(index="x", columns="seed", values="best val loss", dropna=False)
+    full = wide.dropna()
+    wide = full if len(full) else wide  # a seed with no finished run: the others' mean
     xs = wide.index.to_numpy(dtype=float)
-    mean = wide.mean(axis=1).to_numpy()  # NaN (a seed not observed yet) skipped
+    mean = wide.mean(axis=1).to_numpy()
     ax.step(xs, mean, where="post", color=colour, lw=1.5, marker="o", ms=3.5, label=label)
     if wide.shape[1] > 1:
         low, high = wide.min(axis=1).to_numpy(), wide.max(axis=1).to_numpy()
-        ax.fill_between(xs, low, high, step="post", color=colour, alpha=0.2, lw=0)
+        ax.fill_between(xs, low, high, step="post", color=colour, alpha=0.1, lw=0)
+        err = [[mean[-1] - low[-1]], [high[-1] - mean[-1]]]
+        ax.errorbar(xs[-1], mean[-1], yerr=err, color=colour, capsize=3, lw=1)
     return mean
 
 

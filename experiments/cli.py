@@ -123,15 +123,14 @@ def _cmd_run(args: argparse.Namespace) -> None:
 def _results_table(results: dict[tuple[str, int], dict[str, Any]]) -> str:
     """One line per (method, seed): status, losses and, for a failure or divergence, why."""
     lines = [f"{'method':<22} {'seed':>4}  {'status':<9} {'val_loss':>10} {'test_loss':>10}"]
-    for (method, seed), rec in results.items():
-        if "trials" in rec:  # a search: its selected trial
-            best = rec.get("best") or {}
-            rec = {**best, "status": "ok" if best else "none-ok",
-                   "reason": None if best else rec.get("stop_reason")}  # fmt: skip
+    from .runner import verdict
+
+    for (method, seed), outcome in results.items():
+        rec = verdict(outcome)  # a search: its selected trial
         cells = [_num(rec.get(k)) for k in ("val_loss", "test_loss")]
-        why = rec.get("reason") or rec.get("error")
+        why = rec["reason"] if rec.get("status") != "ok" else None
         line = f"{method:<22} {seed:>4}  {rec.get('status', '?'):<9} {cells[0]} {cells[1]}"
-        lines.append(line + (f"  {why}" if why and rec.get("status") != "ok" else ""))
+        lines.append(line + (f"  {why}" if why else ""))
     return "\n".join(lines)
 
 

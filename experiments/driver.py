@@ -150,7 +150,8 @@ class Search:
                 calls.append((t, self._trial_call(t)))
         if calls:
             max_array = self.exp.launch.max_array_size if self.launcher == "slurm" else 1
-            for (t, _), job in zip(calls, submit(executor, [c for _, c in calls], max_array)):
+            jobs = submit(executor, [c for _, c in calls], max_array, self.exp.budget.parallel)
+            for (t, _), job in zip(calls, jobs):
                 self.inflight[t] = job
                 self.job_ids[str(t)] = str(job.job_id)
             if self.launcher == "slurm":

@@ -94,15 +94,15 @@ class Done:
         return self.record
 
 
-def submit(executor: Any, calls: list[Call], max_array: int) -> list:
+def submit(executor: Any, calls: list[Call], max_array: int, parallel: int | None = None) -> list:
     """Submit each call as a job that SLURM requeues after a timeout or preemption (the call
-    finds its checkpoint again); several calls go as job arrays of at most `max_array` tasks."""
+    finds its checkpoint again); several calls go as job arrays of at most `max_array` tasks,
+    `parallel` of them running at once on SLURM."""
     from slurm.executors import submit_calls
     from slurm.jobs import ResumableJob
 
-    return submit_calls(
-        executor, [(ResumableJob(f, *a, **kw), ()) for f, a, kw in calls], max_array
-    )
+    jobs = [(ResumableJob(f, *a, **kw), ()) for f, a, kw in calls]
+    return submit_calls(executor, jobs, max_array, parallel)
 
 
 def collect(job: Any, run_dir: Path | None, params: Mapping[str, float] | None) -> dict[str, Any]:

@@ -328,7 +328,7 @@ def _drive(units: list, executor: Any, launch: Any, parallel: int, progress: Pro
     Local jobs share this machine: at most `parallel` run at once in all. On SLURM each search
     keeps `parallel` trials in flight (a searcher with independent trials submits them as one
     array that runs `parallel` at a time), and the runs that can start go as one job array."""
-    from slurm.executors import poll_interval, set_array_parallelism
+    from slurm.executors import poll_interval
 
     cap = parallel if launch.launcher == "local" else math.inf
     while True:
@@ -339,15 +339,14 @@ def _drive(units: list, executor: Any, launch: Any, parallel: int, progress: Pro
         ready = [u for u in active if isinstance(u, JobUnit) and u.ready]
         ready = ready[: int(min(max(room, 0), len(ready)))]
         if ready:
-            set_array_parallelism(executor, launch, launch.array_parallelism)
-            for u, job in zip(ready, submit(executor, [u.call for u in ready],
-                                            launch.max_array_size)):  # fmt: skip
+            calls = [u.call for u in ready]
+            jobs = submit(executor, calls, launch.max_array_size, launch.array_parallelism)
+            for u, job in zip(ready, jobs):
                 u.inflight[0] = job
             room -= len(ready)
         for u in (u for u in active if isinstance(u, Search)):
             whole = launch.launcher == "slurm" and u.searcher.independent_trials
             limit = launch.max_array_size if whole else parallel
-            set_array_parallelism(executor, launch, parallel)
             room -= u.fill(executor, int(min(limit, len(u.inflight) + max(room, 0))))
         told = 0
         for u in active:
@@ -359,16 +358,28 @@ def _drive(units: list, executor: Any, launch: Any, parallel: int, progress: Pro
             time.sleep(poll_interval(launch.launcher))
 
 
+def verdict(outcome: dict[str, Any]) -> dict[str, Any]:
+    """A unit's outcome as one record: a run's result, or a search's selected trial ("none-ok"
+    when no trial finished ok); "reason" says why a run failed or diverged, or why none of a
+    search's trials was ok (the last one's reason, and how many failed or diverged)."""
+    if "trials" not in outcome:
+        return {**outcome, "reason": outcome.get("reason") or outcome.get("error")}
+    best = outcome.get("best")
+    if best:
+        return {**best, "status": "ok", "reason": None}
+    bad = [t for t in outcome["trials"] if t.get("status") in ("failed", "diverged")]
+    counts = ", ".join(f"{sum(t['status'] == s for t in bad)} {s}" for s in ("failed", "diverged"))
+    last = (bad[-1].get("reason") or bad[-1].get("error")) if bad else None
+    why = f"{counts}; last: {last}" if bad else outcome.get("stop_reason")
+    return {"status": "none-ok", "reason": why}
+
+
 def _run_line(u: JobUnit) -> str:
     """'<method> seed<k> <status>[ val_loss=...][: reason]' of a finished unit."""
-    rec = u.outcome()
-    if "trials" in rec:  # a whole search: its selected trial
-        best = rec.get("best") or {}
-        rec = {**best, "status": "ok" if best else "failed",
-               "reason": None if best else rec.get("stop_reason")}  # fmt: skip
+    rec = verdict(u.outcome())
     val = rec.get("val_loss")
     loss = f" val_loss={val:.4g}" if isinstance(val, (int, float)) else ""
-    why = rec.get("reason") or rec.get("error")
+    why = rec["reason"] if rec.get("status") != "ok" else None
     return f"{u.place.name} {rec.get('status')}{loss}" + (f": {why}" if why else "")
 
 

@@ -10,7 +10,6 @@ from .executors import (
     parse_extra,
     poll_interval,
     reattach,
-    set_array_parallelism,
     slurm_unreachable,
     submit_calls,
 )
@@ -27,7 +26,6 @@ __all__ = [
     "parse_extra",
     "poll_interval",
     "reattach",
-    "set_array_parallelism",
     "slurm_unreachable",
     "submit_calls",
 ]

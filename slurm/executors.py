@@ -33,7 +33,6 @@ __all__ = [
     "parse_extra",
     "poll_interval",
     "reattach",
-    "set_array_parallelism",
     "slurm_unreachable",
     "submit_calls",
 ]
@@ -176,15 +175,19 @@ def submit_calls(
     executor: submitit.Executor,
     calls: Sequence[tuple[Callable[..., Any], Sequence[Any]]],
     max_array_size: int,
+    array_parallelism: int | None = None,
 ) -> list[submitit.Job]:
     """Submit `fn(*args)` for each (fn, args) as job arrays of at most `max_array_size` tasks
     each (submitit sends one array per batch and does not split; SLURM refuses arrays over
     MaxArraySize); a lone call goes as a single job. Returns the jobs in the order of `calls`.
 
-    Each array has its own parallelism limit, so with several chunks up to
+    Each array has its own parallelism limit (`array_parallelism`, on SLURM: at most that many
+    of its tasks run at once; None keeps the executor's), so with several chunks up to
     chunks x array_parallelism tasks may run at once. The local executor has no such limit:
     it starts every task at once."""
     _check_int("max_array_size", max_array_size, 1)
+    if array_parallelism is not None and getattr(executor, "cluster", None) == "slurm":
+        executor.update_parameters(slurm_array_parallelism=int(array_parallelism))
     jobs: list[submitit.Job] = []
     for start in range(0, len(calls), max_array_size):
         chunk = calls[start : start + max_array_size]
@@ -198,12 +201,6 @@ def submit_calls(
                 chunk_jobs = [executor.submit(fn, *args) for fn, args in chunk]
         jobs.extend(chunk_jobs)
     return jobs
-
-
-def set_array_parallelism(executor: submitit.Executor, launch: Launch, n: int) -> None:
-    """How many tasks of the next SLURM job array may run at once (other launchers: nothing)."""
-    if launch.launcher == "slurm":
-        executor.update_parameters(slurm_array_parallelism=int(n))
 
 
 def poll_interval(launcher: str) -> float:

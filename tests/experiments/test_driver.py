@@ -184,3 +184,36 @@ def test_a_search_given_no_room_waits_instead_of_ending(tmp_path):
     executor = make_executor(exp.launch, tmp_path / ".submitit")
     assert s.fill(executor, 0) == 0 and not s.inflight and not s.finished
     assert s.fill(executor, 1) == 1 and not s.finished
+
+
+def test_a_journal_with_repeated_tells_is_continued(tmp_path, capsys):
+    # two drivers of one search (before searches were locked) told the same trials twice
+    exp = toy_exp("budget.trials=4")
+    straight = search(exp, "random", tmp_path / "a", Toy())
+    toy = Toy(interrupt_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        search(exp, "random", tmp_path / "b", toy)
+    folder = SearchDir(tmp_path / "b" / "toy" / "random" / "seed0")
+    lines = folder.journal_file.read_text().splitlines(keepends=True)
+    folder.journal_file.write_text("".join(lines + [line for line in lines if '"tell"' in line]))
+    resumed = search(exp, "random", tmp_path / "b", toy)
+    assert comparable(resumed) == comparable(straight) and resumed["finished"]
+    assert "repeated tell of trial 0, skipped" in capsys.readouterr().err
+
+
+def test_checkpoints_are_kept_for_searchers_that_resume_from_a_parent(tmp_path):
+    from baselines import SEARCHERS
+
+    assert [m for m, c in SEARCHERS.items() if c.resumes_from_parent] == ["hyperband"]
+    assert {m for m, c in SEARCHERS.items() if c.independent_trials} >= {"fixed", "grid", "random"}
+    calls = []
+
+    class Recording(Toy):
+        def __call__(self, *args, keep_checkpoint=False, **kwargs):
+            calls.append(keep_checkpoint)
+            return super().__call__(*args, **kwargs)
+
+    for method in ("random", "hyperband"):
+        calls.clear()
+        search(toy_exp("budget.trials=2"), method, tmp_path / method, Recording())
+        assert set(calls) == {method == "hyperband"}, method
