@@ -38,7 +38,7 @@ from .jobs import Call, collect, stn_job, submit, trial_job
 from .progress import Progress
 from .spec import Experiment, SpecError, apply_overrides, derive_seed, to_dict
 from .spec import smoke as smoke_spec
-from .store import Busy, Place, RunDir, SearchDir, holder, lock
+from .store import Busy, Place, RunDir, SearchDir, describe_holder, holder, lock
 from .wandb_mirror import MODES
 
 __all__ = ["WANDB_MODES", "plan", "resolve", "run_experiment", "valid_methods",
@@ -271,10 +271,13 @@ def run_experiment(
     executor = make_executor(exp.launch, runs / exp.name / ".submitit", name=exp.name)
     singles = sum(isinstance(u, JobUnit) for u in planned)
     progress = Progress(f"{exp.name} runs", singles, bar=bar)
-    for u in planned:
-        if isinstance(u, JobUnit) and u.retrying is not None:
+    for u in (u for u in planned if isinstance(u, JobUnit)):
+        if u.retrying is not None:
             why = u.retrying.get("reason") or u.retrying.get("error") or "failed"
             print(f"{u.place.name}: resuming a failed run ({why})", file=sys.stderr, flush=True)
+        if u.record is None and (who := holder(u.dir)) is not None:
+            print(f"{u.place.name}: in use by {describe_holder(who)}; waiting for it",
+                  file=sys.stderr, flush=True)  # fmt: skip
     with contextlib.ExitStack() as stack:  # every check passed: from here on the store changes
         units = [u if isinstance(u, JobUnit) else _search(stack, exp, u, runs, objectives["trial"],
                                                           wandb, bar) for u in planned]  # fmt: skip

@@ -130,3 +130,16 @@ def test_figures_are_reproducible_byte_for_byte(smoke, tmp_path):
             a, b = first[name].with_suffix(suffix), second[name].with_suffix(suffix)
             assert a.read_bytes() == b.read_bytes(), a.name
     assert b"CreationDate" not in first["final_hparams"].with_suffix(".pdf").read_bytes()
+
+
+def test_the_report_says_when_runs_came_from_different_environments():
+    import pandas as pd
+
+    from analysis.report import environments
+
+    same = pd.DataFrame({"env.torch": ["2.14.1"] * 3, "env.cpu": ["x"] * 3, "env.threads": [1] * 3})
+    assert environments(same) == ""
+    mixed = same.assign(**{"env.threads": [1, 1, 2], "env.torch": ["2.14.1", None, "2.14.1"]})
+    note = environments(mixed)
+    assert "different environments" in note and "threads 1 (2 runs), 2 (1 runs)" in note
+    assert "torch" not in note  # an unknown (older run) is not a difference
