@@ -14,12 +14,13 @@ What the searcher needs of the driver it declares as class attributes (baselines
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .jobs import Done, collect, failed_record, submit, trial_job
+from .jobs import Done, collect, submit, trial_job
 from .progress import Progress
 from .spec import Experiment, SpecError, derive_seed, to_dict
 from .store import STATUSES, TRIAL_KEYS, Place, SearchDir, finite, spent, summarise, trial_row
@@ -66,9 +67,7 @@ class Search:
         self.failures = 0  # failed trials in a row (budget.failures ends the search)
         for e in (e for e in events if e.get("event") == "tell"):
             t = int(e["id"])
-            rec = self.dir.trial(t).read_result(writer=True)  # the journal keeps a copy
-            self.records[t] = rec or {**failed_record("result.json lost", None), **e,
-                                      **(e.get("record") or {})}  # fmt: skip
+            self.records[t] = self.dir.trial(t).read_result(writer=True) or _as_told(e)
             self.failures = self.failures + 1 if e.get("status") == "failed" else 0
         self.inflight: dict[int, Any] = {i: None for i in self.searcher.pending}  # None: asked
         self.job_ids = self.dir.read_jobs()
@@ -217,9 +216,15 @@ class Search:
 
 
 def _space(exp: Experiment) -> list[dict[str, Any]]:
-    import dataclasses
-
     return [dataclasses.asdict(p) for p in exp.task.space()]
+
+
+def _as_told(tell: Mapping[str, Any]) -> dict[str, Any]:
+    """A told trial's record as its journal line kept it (for when its result.json is lost):
+    what the searcher was told, and the copy of the record that newer journals hold."""
+    own = {"epochs": tell.get("epochs", 0.0), "seconds": tell.get("seconds", 0.0)}
+    return {"status": tell.get("status"), "val_loss": tell.get("val_loss"), "spent": own,
+            **(tell.get("record") or {})}  # fmt: skip
 
 
 def _trial_line(t: int, rec: Mapping[str, Any]) -> str:

@@ -67,7 +67,6 @@ __all__ = [
     "holder",
     "lock",
     "read_json",
-    "run_path",
     "sibling",
     "spent",
     "summarise",
@@ -120,15 +119,10 @@ class Place:
 
     @property
     def name(self) -> str:
-        """ "method seed<k>[ trial<id>]", as progress lines and errors print it."""
+        """How progress lines and errors name it: method seed<k>[ trial<id>]."""
         return f"{self.method} seed{self.seed}" + (
             "" if self.trial is None else f" trial{self.trial}"
         )
-
-
-def run_path(runs_dir: str | Path, experiment: str, method: str, seed: int,
-             trial: int | None = None) -> Path:  # fmt: skip
-    return Place(experiment, method, seed, trial).path(runs_dir)
 
 
 def sibling(path: str | Path, method: str) -> Path:
@@ -434,9 +428,6 @@ class SearchDir:
 
     def trial(self, trial: int) -> RunDir:
         return RunDir(self.path / f"trial{trial}")
-
-    def trial_ids(self) -> list[int]:
-        return trial_ids(self.path)
 
     # the journal
     def read_journal(self, writer: bool = False) -> list[dict[str, Any]]:

@@ -217,3 +217,16 @@ def test_checkpoints_are_kept_for_searchers_that_resume_from_a_parent(tmp_path):
         calls.clear()
         search(toy_exp("budget.trials=2"), method, tmp_path / method, Recording())
         assert set(calls) == {method == "hyperband"}, method
+
+
+def test_a_lost_trial_result_is_rebuilt_from_the_journal(tmp_path):
+    exp = toy_exp("budget.trials=3")
+    first = search(exp, "random", tmp_path, Toy())
+    folder = SearchDir(tmp_path / "toy" / "random" / "seed0")
+    folder.trial(1).result_file.write_bytes(b"\x00 lost")
+    folder.summary_file.unlink()
+    toy = Toy()
+    again = search(exp, "random", tmp_path, toy)
+    assert toy.calls == 0  # nothing trained again
+    assert comparable(again) == comparable(first)  # test losses included, from the journal
+    assert (folder.path / "trial1" / "result.json.corrupt").exists()

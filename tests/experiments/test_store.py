@@ -23,7 +23,6 @@ from experiments.store import (
     flatten,
     holder,
     lock,
-    run_path,
     spent,
     summarise,
     unflatten,
@@ -38,7 +37,7 @@ def result(**kw):
 
 
 def test_layout_places_and_records(tmp_path):
-    rd = RunDir(run_path(tmp_path, "digits-mlp", "random", 2, trial=7))
+    rd = RunDir(Place("digits-mlp", "random", 2, 7).path(tmp_path))
     assert rd.path == tmp_path / "digits-mlp" / "random" / "seed2" / "trial7"
     assert (
         rd.place == Place("digits-mlp", "random", 2, 7) and rd.place.name == "random seed2 trial7"
