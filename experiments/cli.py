@@ -123,7 +123,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
 def _results_table(results: dict[tuple[str, int], dict[str, Any]]) -> str:
     """One line per (method, seed): status, losses and, for a failure or divergence, why."""
     lines = [f"{'method':<22} {'seed':>4}  {'status':<9} {'val_loss':>10} {'test_loss':>10}"]
-    from .runner import verdict
+    from .store import verdict
 
     for (method, seed), outcome in results.items():
         rec = verdict(outcome)  # a search: its selected trial

@@ -38,7 +38,7 @@ from .jobs import Call, collect, stn_job, submit, trial_job
 from .progress import Progress
 from .spec import Experiment, SpecError, apply_overrides, derive_seed, to_dict
 from .spec import smoke as smoke_spec
-from .store import Busy, Place, RunDir, SearchDir, describe_holder, holder, lock
+from .store import Busy, Place, RunDir, SearchDir, describe_holder, holder, lock, verdict
 from .wandb_mirror import MODES
 
 __all__ = ["WANDB_MODES", "plan", "resolve", "run_experiment", "valid_methods",
@@ -359,22 +359,6 @@ def _drive(units: list, executor: Any, launch: Any, parallel: int, progress: Pro
             told += n
         if not told and any(u.inflight for u in units):
             time.sleep(poll_interval(launch.launcher))
-
-
-def verdict(outcome: dict[str, Any]) -> dict[str, Any]:
-    """A unit's outcome as one record: a run's result, or a search's selected trial ("none-ok"
-    when no trial finished ok); "reason" says why a run failed or diverged, or why none of a
-    search's trials was ok (the last one's reason, and how many failed or diverged)."""
-    if "trials" not in outcome:
-        return {**outcome, "reason": outcome.get("reason") or outcome.get("error")}
-    best = outcome.get("best")
-    if best:
-        return {**best, "status": "ok", "reason": None}
-    bad = [t for t in outcome["trials"] if t.get("status") in ("failed", "diverged")]
-    counts = ", ".join(f"{sum(t['status'] == s for t in bad)} {s}" for s in ("failed", "diverged"))
-    last = (bad[-1].get("reason") or bad[-1].get("error")) if bad else None
-    why = f"{counts}; last: {last}" if bad else outcome.get("stop_reason")
-    return {"status": "none-ok", "reason": why}
 
 
 def _run_line(u: JobUnit) -> str:

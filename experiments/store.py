@@ -71,6 +71,7 @@ __all__ = [
     "spent",
     "summarise",
     "unflatten",
+    "verdict",
     "walk",
 ]
 
@@ -549,6 +550,22 @@ def summarise(header: Mapping[str, Any], trials: list[Mapping[str, Any]]) -> dic
         },
         "best": best and {k: best.get(k) for k in SELECTED_KEYS},
     }
+
+
+def verdict(outcome: dict[str, Any]) -> dict[str, Any]:
+    """A unit's outcome as one record: a run's result, or a search's selected trial ("none-ok"
+    when no trial finished ok); "reason" says why a run failed or diverged, or why none of a
+    search's trials was ok (the last one's reason, and how many failed or diverged)."""
+    if "trials" not in outcome:
+        return {**outcome, "reason": outcome.get("reason") or outcome.get("error")}
+    best = outcome.get("best")
+    if best:
+        return {**best, "status": "ok", "reason": None}
+    bad = [t for t in outcome["trials"] if t.get("status") in ("failed", "diverged")]
+    counts = ", ".join(f"{sum(t['status'] == s for t in bad)} {s}" for s in ("failed", "diverged"))
+    last = (bad[-1].get("reason") or bad[-1].get("error")) if bad else None
+    why = f"{counts}; last: {last}" if bad else outcome.get("stop_reason")
+    return {"status": "none-ok", "reason": why}
 
 
 # --- locks ----------------------------------------------------------------------------------
