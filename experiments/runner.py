@@ -74,10 +74,11 @@ class JobUnit:
     """One (method, seed) that runs as one job writing its own record: an STN run or a variant,
     started once the run it needs (if any) is done; or a whole search (kind "search")."""
 
-    def __init__(self, place: Place, kind: str, folder: Path, call: Call, needs: Path | None):
+    def __init__(self, place: Place, kind: str, folder: Path, call: Call, needs: Path | None,
+                 budget: dict[str, Any] | None = None):  # fmt: skip
         self.place, self.kind, self.dir, self.call, self.needs = place, kind, folder, call, needs
         self.method, self.seed = place.method, place.seed
-        self.record = _final(folder, kind)  # reused when final
+        self.record = _final(folder, kind, budget)  # reused when final
         self.inflight: dict[int, Any] = {}
         failed = RunDir(folder).read_result() if kind == "run" and self.record is None else None
         self.retrying = failed if failed is not None and failed["status"] == "failed" else None
@@ -106,12 +107,13 @@ class JobUnit:
         return dict(self.record or {})
 
 
-def _final(folder: Path, kind: str) -> dict[str, Any] | None:
-    """A unit's record if its work is done: a finished search's summary, or a run's result
-    (a failed run is not: it resumes)."""
+def _final(folder: Path, kind: str, budget: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A unit's record if its work is done: the summary of a search finished with this budget
+    (a larger one extends it), or a run's result (a failed run is not: it resumes)."""
     if kind == "search":
-        summary = SearchDir(folder).read_summary()
-        return summary if summary is not None and summary.get("finished") else None
+        s = SearchDir(folder).read_summary()
+        final = s is not None and s.get("finished") and not _differs(_get(budget, ()), s["budget"])
+        return s if final else None
     rec = RunDir(folder).read_result()
     return None if rec is None or rec["status"] == "failed" else rec
 
@@ -202,7 +204,8 @@ def plan(exp: Experiment, methods: Sequence[str], runs: Path, objectives: dict[s
                 _check_stale(d, (SearchDir(d).read_summary() or {}).get("spec"), exp, keys)
                 if exp.launch.launcher == "local":  # one process per search, not per trial
                     args = (exp, m, k, runs, objectives["trial"], wandb)
-                    units.append(JobUnit(place, "search", d, (driver.search_job, args, {}), None))
+                    call = (driver.search_job, args, {})
+                    units.append(JobUnit(place, "search", d, call, None, to_dict(exp.budget)))
                 elif (who := holder(d)) is not None:
                     raise Busy(d, who)
                 else:

@@ -299,3 +299,12 @@ def test_slurm_sweep_is_interrupted_and_resumed_without_duplicate_trials(tmp_pat
         assert (trial / "starts.txt").read_text() == "start\n"  # re-attached, not resubmitted
     (row,) = [r for r in status(tmp_path, "toy") if r["method"] == "random"]
     assert row["done"] == 4 and len(row["jobs"]) == 4  # SLURM ids recorded in spec.json
+
+
+def test_a_local_search_is_extended_by_a_larger_budget(tmp_path):
+    exp = dataclasses.replace(toy_exp("local"), methods=("random",), seeds=(0,))
+    first = run_experiment(exp, runs_dir=tmp_path, objectives=OBJECTIVES)[("random", 0)]
+    more = run_experiment(exp, runs_dir=tmp_path, objectives=OBJECTIVES,
+                          overrides=["budget.trials=5"])[("random", 0)]  # fmt: skip
+    assert len(first["trials"]) == 3 and len(more["trials"]) == 5 and more["finished"]
+    assert more["trials"][:3] == first["trials"][:3]
