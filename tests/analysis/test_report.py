@@ -143,3 +143,13 @@ def test_the_report_says_when_runs_came_from_different_environments():
     note = environments(mixed)
     assert "different environments" in note and "threads 1 (2 runs), 2 (1 runs)" in note
     assert "torch" not in note  # an unknown (older run) is not a difference
+
+
+def test_analysis_reads_the_store_without_the_code_that_trained_it():
+    import subprocess
+    import sys
+
+    code = ("import sys, analysis.load, analysis.report, analysis.wandb_source; "
+            "print(sorted(m for m in ('torch', 'stn', 'baselines') if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
