@@ -149,7 +149,9 @@ def test_analysis_reads_the_store_without_the_code_that_trained_it():
     import subprocess
     import sys
 
-    code = ("import sys, analysis.load, analysis.report, analysis.wandb_source; "
-            "print(sorted(m for m in ('torch', 'stn', 'baselines') if m in sys.modules))")  # fmt: skip
+    code = (
+        "import sys, analysis.load, analysis.report, analysis.wandb_source; "
+        "print(sorted(m for m in ('torch', 'stn', 'baselines') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
