@@ -3,10 +3,11 @@
 - `schedules`: hyperparameters over training, one panel per hyperparameter, a line per seed
   (colour = method, or the initial value on a sequential palette for ptb-schedule-init);
 - `best_so_far`: best validation loss so far against compute (wall-clock and epochs), mean and
-  band over seeds, one line per method;
+  range over seeds, one line per method, on a log axis zoomed on where the methods end;
 - `final_hparams`: the final hyperparameters each method found, one panel per hyperparameter.
-A hyperparameter searched on a log scale (weight decay) gets a log axis (`log_hparams`).
-Missing data is drawn as a note inside the axes ("no data: ...") instead of failing.
+A hyperparameter searched on a log scale (weight decay) gets a log axis: the run store records
+the search space (`log_hparams`). Missing data is drawn as a note inside the axes ("no data:
+...") instead of failing. The same runs give the same files, byte for byte (`save`).
 """
 
 from __future__ import annotations
@@ -22,48 +23,30 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 from .tables import _order  # noqa: E402
 
 __all__ = ["best_so_far", "final_hparams", "log_hparams", "method_palette", "save", "schedules"]
 
-LOG_SPAN = 100.0  # positive values spanning this factor or more are shown on a log axis,
-SMALL, SMALL_SPAN = 0.01, 10.0  # and so are values all below SMALL spanning SMALL_SPAN or more
+# no dates or versions in the files: the same runs give the same bytes
+_METADATA = {".png": {"Software": None}, ".pdf": {"CreationDate": None, "Producer": None}}
+JITTER_SEED = 0  # the strip plots' horizontal jitter
 
 
 def save(fig: plt.Figure, out: Path, name: str) -> list[Path]:
-    """`out/name.png` and `out/name.pdf`; closes the figure."""
+    """`out/name.png` and `out/name.pdf`, reproducible byte for byte; closes the figure."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
     for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
+        fig.savefig(p, dpi=150, bbox_inches="tight", metadata=_METADATA[p.suffix])
     plt.close(fig)
     return paths
 
 
-def log_hparams(*frames: pd.DataFrame) -> set[str]:
-    """Hyperparameters to draw on a log axis: all observed values (columns "hp.<name>" or
-    "hparams.<name>" of the frames) positive and spanning a factor of LOG_SPAN, or all below
-    SMALL and spanning SMALL_SPAN.
-
-    The run store does not record the search space's log flags, so they are read off the
-    values: a log-uniform search over decades (weight decay) spans them, while rates in [0, 1]
-    (dropout) do not stay below SMALL."""
-    values: dict[str, list[np.ndarray]] = {}
-    for df in frames:
-        for c in df.columns:
-            for prefix in ("hp.", "hparams."):
-                if c.startswith(prefix):
-                    v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
-                    values.setdefault(c[len(prefix) :], []).append(v[~np.isnan(v)])
-    out = set()
-    for name, parts in values.items():
-        v = np.concatenate(parts)
-        if len(v) and v.min() > 0:
-            span = v.max() / v.min()
-            if span >= LOG_SPAN or (v.max() < SMALL and span >= SMALL_SPAN):
-                out.add(name)
-    return out
+def log_hparams(space: Mapping[str, Mapping]) -> set[str]:
+    """The hyperparameters searched on a log scale, as the run store recorded the space."""
+    return {name for name, p in space.items() if p.get("log")}
 
 
 def method_palette(
@@ -185,48 +168,67 @@ def schedules(metrics: pd.DataFrame, hp_names: list[str], title: str, *,
 
 
 def _curves(runs: pd.DataFrame, x: str) -> pd.DataFrame:
-    """Per (method, seed): best validation loss so far against cumulative compute `x`.
-
-    Trials of a search are taken in id order (the order the searcher proposed them); the
-    compute of a search is the sum over its trials."""
+    """Per (method, seed) of a search: best validation loss so far against cumulative compute
+    `x` ("spent_s" or "spent_epochs": what each trial trained itself, so a trial continuing
+    another's checkpoint adds only its own share). Trials are taken in id order (the order the
+    searcher proposed them)."""
     out = []
-    for (method, seed), g in runs.sort_values("trial", na_position="first").groupby(
-        ["method", "seed"], sort=False
-    ):
+    for (method, seed), g in runs.sort_values("trial").groupby(["method", "seed"], sort=False):
         loss = g["val_loss"].where(g["status"] == "ok")
         best = loss.fillna(np.inf).cummin().replace(np.inf, np.nan)
         cost = g[x].fillna(0).cumsum()
-        out.append(pd.DataFrame({"method": method, "seed": seed, x: cost.values,
+        out.append(pd.DataFrame({"method": method, "seed": seed, "x": cost.values,
                                  "best val loss": best.values}))  # fmt: skip
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
-def _on_common_grid(data: pd.DataFrame, x: str) -> pd.DataFrame:
+def _on_common_grid(data: pd.DataFrame) -> pd.DataFrame:
     """Per method, every seed's step curve on the union of its seeds' observation points, so
     that seeds average into a band and every real observation keeps its marker."""
     rows = []
     for method, g in data.groupby("method"):
-        grid = np.unique(g[x].values)
+        grid = np.unique(g["x"].values)
         for seed, s in g.groupby("seed"):
-            s = s.sort_values(x)
-            idx = np.searchsorted(s[x].values, grid, side="right") - 1
+            s = s.sort_values("x")
+            idx = np.searchsorted(s["x"].values, grid, side="right") - 1
             vals = np.where(idx >= 0, s["best val loss"].values[np.clip(idx, 0, None)], np.nan)
-            rows.append(pd.DataFrame({"method": method, "seed": seed, x: grid,
+            rows.append(pd.DataFrame({"method": method, "seed": seed, "x": grid,
                                       "best val loss": vals}))  # fmt: skip
     return pd.concat(rows, ignore_index=True)
 
 
-def _step_band(ax, g: pd.DataFrame, x: str, label: str, colour) -> None:
-    """Mean over seeds as a step line with a marker per observation, and a +-1 sd band (where
-    two or more seeds have a value) that follows the steps, with a bar at the last point."""
-    wide = g.pivot_table(index=x, columns="seed", values="best val loss", dropna=False)
+def _step_band(ax, g: pd.DataFrame, label: str, colour) -> np.ndarray:
+    """Mean over seeds as a step line with a marker per observation, from where every seed has
+    one (before, a mean of some seeds would jump as the others arrive); the range over seeds
+    (lowest to highest: never below zero) as a faint band that follows the steps, and as a bar
+    at the last point. Returns the mean curve."""
+    wide = g.pivot_table(index="x", columns="seed", values="best val loss", dropna=False)
+    full = wide.dropna()
+    wide = full if len(full) else wide  # a seed with no finished run: the others' mean
     xs = wide.index.to_numpy(dtype=float)
-    mean = wide.mean(axis=1).to_numpy()  # NaN (a seed not observed yet) skipped
-    sd = wide.std(axis=1, ddof=1).to_numpy()  # NaN where fewer than two seeds have a value
+    mean = wide.mean(axis=1).to_numpy()
     ax.step(xs, mean, where="post", color=colour, lw=1.5, marker="o", ms=3.5, label=label)
-    ax.fill_between(xs, mean - sd, mean + sd, step="post", color=colour, alpha=0.2, lw=0)
-    if not np.isnan(sd[-1]):  # the band stops at the last point: show its sd as a bar
-        ax.errorbar(xs[-1], mean[-1], yerr=sd[-1], color=colour, capsize=3, lw=1)
+    if wide.shape[1] > 1:
+        low, high = wide.min(axis=1).to_numpy(), wide.max(axis=1).to_numpy()
+        ax.fill_between(xs, low, high, step="post", color=colour, alpha=0.1, lw=0)
+        err = [[mean[-1] - low[-1]], [high[-1] - mean[-1]]]
+        ax.errorbar(xs[-1], mean[-1], yerr=err, color=colour, capsize=3, lw=1)
+    return mean
+
+
+def _zoom(ax, finals: list[float], lows: list[float]) -> None:
+    """A log loss axis from just under the lowest value to a margin above the highest final
+    value of any method: where the methods end, and differ, fills the panel (early trials of a
+    search, far above, leave it at the top)."""
+    values = [v for v in finals + lows if np.isfinite(v) and v > 0]
+    if not values:
+        return
+    ax.set_yscale("log")
+    low, high = min(values), max(v for v in finals if np.isfinite(v) and v > 0)
+    ax.set_ylim(low / 1.15, high * 2.0)
+    plain = ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 0.2, not 2 x 10^-1
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
 
 
 def best_so_far(
@@ -237,21 +239,21 @@ def best_so_far(
     expected: Iterable[str] = (),
     palette: Mapping[str, tuple] | None = None,
 ):
-    """Best validation loss vs wall-clock seconds and vs epochs, mean and band (sd) over seeds
+    """Best validation loss vs wall-clock seconds and vs epochs, mean and range over seeds
     (at a point before some seed's first observation, the mean of the seeds observed so far).
 
     Single runs (STN, variants) contribute their evaluation curve from the metrics rows with
     "val_loss" and "wall_s"/"epoch"; searches contribute one point per trial."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     single, present = runs[runs["trial"].isna()], set()
-    for ax, x, mx in [(axes[0], "wall_s", "wall_s"), (axes[1], "epochs", "epoch")]:
+    for ax, x, mx in [(axes[0], "spent_s", "wall_s"), (axes[1], "spent_epochs", "epoch")]:
         parts = [_curves(runs[runs["trial"].notna()], x)]
         if len(metrics) and {"val_loss", mx} <= set(metrics):
             ev = metrics[metrics["trial"].isna() & metrics["val_loss"].notna()]
             ev = ev[ev["method"].isin(single["method"])]
             for (method, seed), g in ev.groupby(["method", "seed"]):
                 best = g["val_loss"].cummin().values
-                parts.append(pd.DataFrame({"method": method, "seed": seed, x: g[mx].values,
+                parts.append(pd.DataFrame({"method": method, "seed": seed, "x": g[mx].values,
                                            "best val loss": best}))  # fmt: skip
         parts = [p for p in parts if len(p)]
         data = pd.concat(parts, ignore_index=True).dropna(subset=["best val loss"]) if parts \
@@ -259,22 +261,36 @@ def best_so_far(
         if data.empty:
             _empty(ax, "no finished runs")
         else:
-            grid = _on_common_grid(data, x)
+            grid = _on_common_grid(data)
             order, colours = _hue(set(grid["method"]), palette)
+            finals, lows = [], []
             for method in order:
-                _step_band(ax, grid[grid["method"] == method], x, method, colours[method])
+                g = grid[grid["method"] == method]
+                finals.append(float(_step_band(ax, g, method, colours[method])[-1]))
+                lows.append(float(g["best val loss"].min()))
+            _zoom(ax, finals, lows)
             present |= set(order)
-        unit = "seconds" if x == "wall_s" else "epochs"
+        unit = "seconds" if x == "spent_s" else "epochs"
         summed = " (a search: summed over its trials)" if runs["trial"].notna().any() else ""
-        ax.set(xlabel=f"compute: {unit}{summed}", ylabel="best validation loss so far",
-               title="against wall-clock time" if x == "wall_s" else "against epochs")  # fmt: skip
+        against = "against wall-clock time" if unit == "seconds" else "against epochs"
+        ax.set(xlabel=f"compute: {unit}{summed}", ylabel="best validation loss so far (log)",
+               title=against)  # fmt: skip
     if present:
         axes[0].legend(title="method")
-        _legend_right(fig, axes[0], "method")
+        _legend_right(fig, axes[0], "method (band: range over seeds)")
     fig.suptitle(title)
     fig.tight_layout()
     _missing_note(fig, expected, present)
     return fig
+
+
+def _strip(ax, data: pd.DataFrame, col: str, order: list[str], palette: Mapping[str, tuple]):
+    """One point per seed at its method's tick, jittered sideways by a seeded generator."""
+    rng = np.random.default_rng(JITTER_SEED)
+    for i, method in enumerate(order):
+        y = data.loc[data["method"] == method, col].to_numpy(dtype=float)
+        ax.scatter(i + rng.uniform(-0.15, 0.15, len(y)), y, s=25, color=palette[method], zorder=3)
+    ax.set_xlim(-0.5, len(order) - 0.5)
 
 
 def final_hparams(
@@ -287,20 +303,18 @@ def final_hparams(
 ):
     """The hyperparameters each method ended with (a search: its selected trial), one point per
     seed, one panel per hyperparameter."""
-    cols = sorted(c for c in finals.columns if c.startswith("hp."))
+    cols = sorted(c for c in finals.columns if c.startswith("hparams."))
     finals = finals[finals["status"] == "ok"] if len(finals) else finals
     log = set(log)
     fig, axes = _grid(max(len(cols), 1), width=3.4, height=3.0)
     for ax, col in zip(axes, cols or ["-"]):
-        name = col[3:] if col != "-" else "hyperparameters"
+        name = col[len("hparams.") :] if col != "-" else "hyperparameters"
         data = finals[finals[col].notna()] if col in finals else finals.iloc[0:0]
         if data.empty:
             _empty(ax, name)
         else:
             order, pal = _hue(set(data["method"]), palette)
-            sns.stripplot(data=data, x="method", y=col, order=order, hue="method",
-                          hue_order=order, palette=pal, legend=False, ax=ax, size=5,
-                          jitter=0.15)  # fmt: skip
+            _strip(ax, data, col, order, pal)
             # anchored at their tick, so that long names don't overlap
             ax.set_xticks(range(len(order)), order, rotation=45, ha="right", rotation_mode="anchor")
             _y_axis(ax, name, log)

@@ -1,49 +1,54 @@
-"""Read the run store (DESIGN.md) into pandas. Only the files, never the code that wrote them.
+"""Read the run store (DESIGN.md) into pandas: only its files, through `experiments.store`, the
+one module that knows their layout, formats and read policy (standard library only; nothing
+of the code that trained the runs is imported).
 
-`load_runs` gives one row per run or trial (result.json + its place in the store);
-`load_metrics` the long table of every metrics.jsonl row; `load_spec` the experiment's spec;
-`final_rows` one row per (method, seed): the run itself for STN-like methods, the trial selected
-by validation loss for a search, with the budget the search spent.
+`load_runs` gives one row per run or trial: a single run from its result.json, a search's
+trials from its search.json (what each trial was asked, its record, the budget it spent and
+which trial the search selected), or from the trial folders while a search has no summary yet.
+`load_metrics` is the long table of the single runs' metrics.jsonl rows; `load_spec` the
+experiment's spec, search space and the environments the runs recorded; `final_rows` one row
+per (method, seed): the run itself, or the search's selected trial with the budget it spent.
 
 `run_row`, `runs_frame` and `metrics_frame` build those tables from plain dicts; the W&B source
 (`analysis.wandb_source`) builds its rows with the same functions, so both sources give the same
-tables for the same runs.
+tables for the same runs. A hyperparameter's column is "hparams.<name>" in every table.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
 
+from experiments import store
+
 __all__ = [
+    "ENV_KEYS",
     "KEYS",
     "RUN_COLUMNS",
     "Loaded",
     "StoreError",
     "experiment_spec",
     "final_rows",
-    "iter_run_dirs",
     "load_local",
     "load_metrics",
     "load_runs",
     "load_spec",
+    "mark_selected",
     "metrics_frame",
     "run_row",
     "runs_frame",
 ]
 
-_SEED = re.compile(r"^seed(\d+)$")
-_TRIAL = re.compile(r"^trial(\d+)$")
 KEYS = ["method", "seed", "trial"]  # a run's place in the store; trial is NaN for a single run
-RUN_COLUMNS = ["experiment", "method", "seed", "trial", "status", "val_loss", "test_loss",
-               "val_metric", "test_metric", "metric_name", "epochs", "wall_s", "path"]  # fmt: skip
+RUN_COLUMNS = ["experiment", "method", "seed", "trial", "status", "reason", "val_loss",
+               "test_loss", "val_metric", "test_metric", "metric_name", "epochs", "wall_s",
+               "spent_epochs", "spent_s", "selected", "path"]  # fmt: skip
 _NUMBERS = ("val_loss", "test_loss", "val_metric", "test_metric", "epochs", "wall_s")
+ENV_KEYS = ("torch", "cpu", "threads")  # what makes two runs of one seed comparable bit for bit
 
 
 class StoreError(ValueError):
@@ -56,66 +61,78 @@ class Loaded(NamedTuple):
     runs: pd.DataFrame  # load_runs' rows
     metrics: pd.DataFrame  # metrics rows of the single runs (trial NaN), see metrics_frame
     spec: dict[str, Any]  # the experiment's resolved spec (methods, seeds, variants, ...)
-
-
-def iter_run_dirs(exp_dir: Path) -> Iterator[tuple[str, int, int | None, Path]]:
-    """(method, seed, trial or None, folder) of every run folder under one experiment."""
-    for method_dir in sorted(p for p in exp_dir.iterdir() if p.is_dir()):
-        for seed_dir in sorted(method_dir.iterdir()):
-            m = _SEED.match(seed_dir.name)
-            if not (m and seed_dir.is_dir()):
-                continue
-            trials = sorted((int(t[1]), p) for p in seed_dir.iterdir()
-                            if p.is_dir() and (t := _TRIAL.match(p.name)))  # fmt: skip
-            if trials:
-                yield from ((method_dir.name, int(m[1]), t, p) for t, p in trials)
-            else:
-                yield method_dir.name, int(m[1]), None, seed_dir
-
-
-def _read_json(path: Path) -> dict | None:
-    """A JSON object file, None if absent; anything else is a StoreError."""
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise StoreError(f"malformed {path}: {e}") from None
-    if not isinstance(obj, dict):
-        raise StoreError(f"malformed {path}: expected a JSON object, got {type(obj).__name__}")
-    return obj
+    space: dict[str, dict[str, Any]] = {}  # name -> the recorded HParam (low, high, log, ...)
 
 
 def _num(x: Any) -> float:
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else math.nan
+    return float(x) if store.finite(x) else math.nan
 
 
-def run_row(experiment: str, method: str, seed: int, trial: int | None,
-            result: Mapping[str, Any] | None, path: str) -> dict[str, Any]:  # fmt: skip
+Record = Mapping[str, Any]
+
+
+def run_row(experiment: str, method: str, seed: int, trial: int | None, result: Record | None,
+            path: str, *, parent: Record | None = None, selected: bool | None = None,
+            env: Record | None = None) -> dict[str, Any]:  # fmt: skip
     """One row of `load_runs` from a result record (None: not finished, status "running").
 
-    The hyperparameters the run's result holds (`hparams`) become columns "hp.<name>"."""
+    The hyperparameters the record holds ("hparams", or a search.json row's "params") become
+    columns "hparams.<name>"; the budget the run spent itself (`store.spent`, a promotion's
+    parent taken off) "spent_epochs" and "spent_s"; the environment "env.<key>"."""
     res = result if result is not None else {"status": "running"}
     row = {"experiment": experiment, "method": method, "seed": int(seed),
-           "trial": None if trial is None else int(trial),
-           "status": res.get("status", "unknown"), "metric_name": res.get("metric_name"),
-           "path": path}  # fmt: skip
+           "trial": None if trial is None else int(trial), "status": res.get("status", "unknown"),
+           "reason": res.get("reason") or res.get("error"), "metric_name": res.get("metric_name"),
+           "selected": selected, "path": path}  # fmt: skip
     row.update({k: _num(res.get(k)) for k in _NUMBERS})
-    hparams = res.get("hparams")
+    own = store.spent(res, parent) if result is not None else {"epochs": 0.0, "seconds": 0.0}
+    row.update(spent_epochs=own["epochs"], spent_s=own["seconds"])
+    hparams = res.get("hparams") if isinstance(res.get("hparams"), Mapping) else res.get("params")
     if isinstance(hparams, Mapping):
-        row.update({f"hp.{name}": _num(v) for name, v in hparams.items()})
+        row.update({f"hparams.{name}": _num(v) for name, v in hparams.items()})
+    row.update({f"env.{k}": (env or {}).get(k) for k in ENV_KEYS})
     return row
 
 
 def runs_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """`run_row` rows as a table in a fixed order: RUN_COLUMNS then sorted "hp.*" columns; rows
-    by method, seed, trial (a single run, trial NaN, first)."""
+    """`run_row` rows as a table in a fixed order: RUN_COLUMNS, the "env.*" then the sorted
+    "hparams.*" columns; rows by method, seed, trial (a single run, trial NaN, first)."""
     df = pd.DataFrame(list(rows))
-    hp = sorted(c for c in df.columns if c.startswith("hp."))
-    df = df.reindex(columns=RUN_COLUMNS + hp)
+    hp = sorted(c for c in df.columns if c.startswith("hparams."))
+    df = df.reindex(columns=RUN_COLUMNS + [f"env.{k}" for k in ENV_KEYS] + hp)
     df["trial"] = df["trial"].astype(float)
     df = df.sort_values(KEYS, na_position="first", kind="stable")
     return df.reset_index(drop=True)
+
+
+def _env(spec: Mapping[str, Any] | None) -> dict[str, Any]:
+    env = (spec or {}).get("env")
+    return dict(env) if isinstance(env, Mapping) else {}
+
+
+def _search_rows(experiment: str, unit: store.Unit) -> list[dict[str, Any]]:
+    """A search's trial rows: from search.json, else (no summary yet) from its trial folders."""
+    search, place = store.SearchDir(unit.path), unit.place
+    summary = search.read_summary()
+    env = {t: _env(search.trial(t).read_spec()) for t in unit.trials}
+    if summary is None:
+        records = {t: search.trial(t).read_result() for t in unit.trials}
+        best = store.best_trial([{**r, "trial": t} for t, r in records.items() if r])
+        return [run_row(experiment, place.method, place.seed, t, rec,
+                        str(search.trial(t).path), env=env.get(t),
+                        selected=best is not None and best["trial"] == t)
+                for t, rec in records.items()]  # fmt: skip
+    chosen = (summary.get("best") or {}).get("trial")
+    metric = next((t.get("metric_name") for t in summary["trials"] if t.get("metric_name")), None)
+    if metric is None and chosen is not None:  # a summary from before trials named it
+        metric = (search.trial(chosen).read_result() or {}).get("metric_name")
+    rows = []
+    for t in summary["trials"]:
+        rec = None if t.get("status") == "pending" else {"metric_name": metric, **t}
+        rows.append(run_row(experiment, place.method, place.seed, t["trial"], rec,
+                            str(search.trial(t["trial"]).path), selected=t["trial"] == chosen,
+                            env=env.get(t["trial"])))  # fmt: skip
+    return rows
 
 
 def load_runs(runs_dir: str | Path, experiment: str) -> pd.DataFrame:
@@ -127,11 +144,15 @@ def load_runs(runs_dir: str | Path, experiment: str) -> pd.DataFrame:
         hint = f"run `python -m experiments run {experiment}` first, or pass --runs-dir"
         raise StoreError(f"no runs of {experiment!r} under {runs_dir} ({hint}){where}")
     rows = []
-    for method, seed, trial, path in iter_run_dirs(exp_dir):
-        res = _read_json(path / "result.json")
-        if res is None and not (path / "spec.json").exists():
+    for unit in store.walk(runs_dir, experiment):
+        if unit.kind == "search":
+            rows += _search_rows(experiment, unit)
             continue
-        rows.append(run_row(experiment, method, seed, trial, res, str(path)))
+        run = store.RunDir(unit.path)
+        res, spec = run.read_result(), run.read_spec()
+        if res is not None or spec is not None:
+            rows.append(run_row(experiment, unit.place.method, unit.place.seed, None, res,
+                                str(unit.path), selected=True, env=_env(spec)))  # fmt: skip
     if not rows:
         raise StoreError(f"the run store {exp_dir} holds no runs")
     return runs_frame(rows)
@@ -140,12 +161,13 @@ def load_runs(runs_dir: str | Path, experiment: str) -> pd.DataFrame:
 def metrics_frame(parts: Iterable[tuple[str, int, int | None, list[dict]]]) -> pd.DataFrame:
     """The long table of metrics rows: (method, seed, trial, rows) per run.
 
-    Nested dicts (e.g. {"hparams": {"drop": 0.1}}) are flattened to "hparams.drop". Columns:
-    method, seed, trial, then the rows' keys sorted."""
+    Nested objects ({"hparams": {"drop": 0.1}}) become dotted columns ("hparams.drop"), as
+    `experiments.store.flatten` names them. Columns: method, seed, trial, then the rows' keys
+    sorted."""
     frames = []
     for method, seed, trial, recs in parts:
         if recs:
-            df = pd.json_normalize(recs)
+            df = pd.DataFrame([store.flatten(r) for r in recs])
             df = df[sorted(df.columns)]
             df.insert(0, "method", method)
             df.insert(1, "seed", int(seed))
@@ -154,27 +176,12 @@ def metrics_frame(parts: Iterable[tuple[str, int, int | None, list[dict]]]) -> p
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=KEYS)
 
 
-def _jsonl(path: Path) -> list[dict]:
-    recs = []
-    with open(path) as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash
-            if isinstance(rec, dict):
-                recs.append(rec)
-    return recs
-
-
 def load_metrics(runs: pd.DataFrame) -> pd.DataFrame:
     """Every metrics.jsonl row of the given runs, long format, with the run's keys in front."""
     parts = []
     for run in runs.itertuples(index=False):
-        path = Path(run.path) / "metrics.jsonl"
-        if path.is_file():
-            trial = None if pd.isna(run.trial) else int(run.trial)
-            parts.append((run.method, run.seed, trial, _jsonl(path)))
+        trial = None if pd.isna(run.trial) else int(run.trial)
+        parts.append((run.method, run.seed, trial, store.RunDir(run.path).metrics()))
     return metrics_frame(parts)
 
 
@@ -184,37 +191,62 @@ def experiment_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     return dict(exp) if isinstance(exp, Mapping) else {}
 
 
-def load_spec(runs: pd.DataFrame) -> dict[str, Any]:
-    """The experiment's spec, from the first readable spec.json of `runs` ({} if none)."""
+def space_of(spec: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The search space a spec.json (or search.json, or W&B config) recorded: name -> HParam
+    fields ({} for runs recorded before the space was)."""
+    space = spec.get("space")
+    if not isinstance(space, list):
+        return {}
+    return {p["name"]: dict(p) for p in space if isinstance(p, Mapping) and "name" in p}
+
+
+def load_spec(runs: pd.DataFrame) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The experiment's spec and search space, from the first readable spec.json of `runs`
+    that has them (({}, {}) if none)."""
+    spec, space = {}, {}
     for path in runs["path"]:
-        try:
-            spec = json.loads((Path(path) / "spec.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(spec, dict) and (exp := experiment_spec(spec)):
-            return exp
-    return {}
+        rec = store.RunDir(path).read_spec() or {}
+        spec, space = spec or experiment_spec(rec), space or space_of(rec)
+        if spec and space:
+            break
+    return spec, space
 
 
 def load_local(runs_dir: str | Path, experiment: str) -> Loaded:
-    """runs, the single runs' metrics and the spec of one experiment from the run store."""
+    """runs, the single runs' metrics, the spec and the search space of one experiment."""
     runs = load_runs(runs_dir, experiment)
-    return Loaded(runs, load_metrics(runs[runs["trial"].isna()]), load_spec(runs))
+    spec, space = load_spec(runs)
+    return Loaded(runs, load_metrics(runs[runs["trial"].isna()]), spec, space)
+
+
+def mark_selected(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows whose source does not record a search's selection (W&B) marked by the store's
+    rule, `experiments.store.best_trial`, as search.json records it; a single run is its own."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["seed"]), []).append(r)
+    for g in groups.values():
+        best = store.best_trial(r for r in g if r["trial"] is not None)
+        for r in g:
+            r["selected"] = r["trial"] is None or (best is not None and r is best)
+    return rows
 
 
 def final_rows(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, seed): a single run as it is; for a search, the finished trial with
-    the lowest validation loss, with the search's spent epochs and seconds (all its trials)."""
+    """One row per (method, seed): a single run as it is; for a search, the trial it selected
+    (`experiments.store.best_trial`'s rule, as its search.json records), with the budget its
+    trials spent (`experiments.store.spent`: each trial's own epochs and seconds)."""
     out = []
     for _, g in runs.groupby(["method", "seed"], sort=True):
-        ok = g[(g["status"] == "ok") & g["val_loss"].notna()]
-        spent_epochs, spent_s = g["epochs"].sum(min_count=1), g["wall_s"].sum(min_count=1)
-        if ok.empty:
-            row = g.iloc[0].to_dict() | {"status": "none-ok"}
-        else:
-            row = ok.loc[ok["val_loss"].idxmin()].to_dict()
-        failed = int(g["status"].isin(["failed", "diverged"]).sum())
-        row.update(n_trials=int(g["trial"].notna().sum()), budget_epochs=spent_epochs,
-                   budget_s=spent_s, n_failed=failed)  # fmt: skip
+        chosen = g[g["selected"] == True]  # noqa: E712 - NaN (not recorded) is not chosen
+        if chosen.empty:  # e.g. W&B rows: the same rule on the rows
+            best = store.best_trial(g.assign(trial=g["trial"].fillna(-1)).to_dict("records"))
+            chosen = g[g["trial"].fillna(-1) == best["trial"]] if best else chosen
+        ok = chosen[chosen["status"] == "ok"]
+        row = ok.iloc[0].to_dict() if len(ok) else g.iloc[0].to_dict() | {"status": "none-ok"}
+        row.update(n_trials=int(g["trial"].notna().sum()),
+                   budget_epochs=g["spent_epochs"].sum(min_count=1),
+                   budget_s=g["spent_s"].sum(min_count=1),
+                   n_failed=int(g["status"].isin(["failed", "diverged"]).sum()))  # fmt: skip
         out.append(row)
     return pd.DataFrame(out)

@@ -15,14 +15,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .load import Loaded, StoreError, final_rows, load_local
+from .load import ENV_KEYS, Loaded, StoreError, final_rows, load_local
 from .tables import paper_numbers, summary_table, to_latex, to_markdown
 
 __all__ = ["build_report", "main"]
 
 NOTE = ("mean ± std over seeds (finished seeds / seeds asked for); a search's entry is its trial "
         "with the lowest validation loss; budget: epochs and {hours} summed over a search's "
-        "trials, mean over seeds; n/a: no finished run.")  # fmt: skip
+        "trials (a trial that continued another's checkpoint counts what it trained itself), "
+        "mean over seeds; n/a: no finished run.")  # fmt: skip
 
 
 def _expected(spec: dict[str, Any]) -> tuple[list[str], list[int]]:
@@ -37,6 +38,22 @@ def _devices(spec: dict[str, Any]) -> tuple[str, float]:
     launch = spec.get("launch") or {}
     gpus = launch.get("gpus_per_node") or 0
     return ("GPU", float(gpus)) if gpus else ("CPU", float(launch.get("cpus_per_task") or 1))
+
+
+def environments(runs: Any) -> str:
+    """A note when the runs of the table ran in different environments (torch version, CPU
+    model, thread count): the same seed gives the same result only in the same one."""
+    parts = []
+    for key in ENV_KEYS:
+        counts = runs[f"env.{key}"].dropna().astype(str).value_counts()
+        if len(counts) > 1:
+            parts.append(
+                f"{key} " + ", ".join(f"{v} ({n} runs)" for v, n in sorted(counts.items()))
+            )
+    if not parts:
+        return ""
+    return ("\nThe runs of this table ran in different environments, so results may differ in "
+            "the last digits from a rerun in one: " + "; ".join(parts) + ".\n")  # fmt: skip
 
 
 def build_report(loaded: Loaded, experiment: str, out: Path) -> dict[str, Path]:
@@ -57,13 +74,13 @@ def build_report(loaded: Loaded, experiment: str, out: Path) -> dict[str, Path]:
     metric = next((m for m in runs["metric_name"].dropna()), "metric")
     written = {name: out / name for name in ("table.md", "table.tex", "table.csv")}
     header = f"# {experiment}\n\n" + (f"Paper: {paper['source']}\n\n" if "source" in paper else "")
-    note = "\n" + NOTE.format(hours=table.attrs["hours"]) + "\n"
+    note = "\n" + NOTE.format(hours=table.attrs["hours"]) + "\n" + environments(runs)
     written["table.md"].write_text(header + to_markdown(table, metric) + note)
     written["table.tex"].write_text(to_latex(table, metric))
     table.to_csv(written["table.csv"], index=False)
 
-    hp_names = sorted(c[3:] for c in finals.columns if c.startswith("hp."))
-    log = figures.log_hparams(runs, metrics)
+    hp_names = sorted(c[len("hparams.") :] for c in finals.columns if c.startswith("hparams."))
+    log = figures.log_hparams(loaded.space)
     inits = spec.get("stn_inits") or None
     palette = figures.method_palette(set(runs["method"]) | set(methods), paper, inits)
     figs = {

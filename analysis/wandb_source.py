@@ -5,11 +5,12 @@ offline run files (`wandb/offline-run-*/run-<id>.wandb`) that runs write with `-
     loaded = load_wandb("digits-mlp", path="my-team/digits-mlp")        # online
 
 What a run mirrors (experiments/objective.py): config = the run's spec.json (method, seed,
-experiment_seed, trial, experiment); history = its metrics rows, numbers only, nested dicts
-flattened as "hparams/x", on our own "step" axis; summary = best_val_loss, best_test_loss,
-best_val_metric, best_test_metric (the result's values), status, epochs, wall_s, metric_name,
-best_hparams. Both paths give `RunLike` objects, and one function (`to_frames`) turns those into
-the tables `analysis.load` builds from the store, with the same row functions.
+experiment_seed, trial, experiment, space, env); history = its metrics rows, numbers only,
+nested dicts flattened as "hparams.x" (runs mirrored before: "hparams/x"), on our own "step"
+axis; summary = best_val_loss, best_test_loss, best_val_metric, best_test_metric (the result's
+values), status, reason, epochs, wall_s, spent, metric_name, best_hparams. Both paths give
+`RunLike` objects, and one function (`to_frames`) turns those into the tables `analysis.load`
+builds from the store, with the same row functions.
 """
 
 from __future__ import annotations
@@ -21,7 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .load import Loaded, StoreError, experiment_spec, metrics_frame, run_row, runs_frame
+from experiments.store import Place, unflatten
+
+from .load import (
+    Loaded,
+    StoreError,
+    experiment_spec,
+    mark_selected,
+    metrics_frame,
+    run_row,
+    runs_frame,
+    space_of,
+)
 
 __all__ = [
     "RunLike",
@@ -216,18 +228,13 @@ def _replay(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _store_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A history row as metrics.jsonl holds it: W&B's own keys ("_step", ...) dropped, "a/b"
-    nested again, and the row's kind, which the mirror (numbers only) leaves out, from the keys
-    each kind of row has (stn/loop.py, experiments/fixed.py)."""
-    out: dict[str, Any] = {}
-    for k, v in row.items():
-        if k.startswith("_") or v is None:
-            continue
-        group, _, name = k.partition("/")
-        if name:
-            out.setdefault(group, {})[name] = v
-        else:
-            out[k] = v
+    """A history row as metrics.jsonl holds it: W&B's own keys ("_step", ...) dropped, "a.b"
+    (or "a/b") nested again, and the row's kind, which the mirror (numbers only) leaves out,
+    from the keys each kind of row has (stn/loop.py, experiments/fixed.py)."""
+    kept = {
+        k.replace("/", "."): v for k, v in row.items() if not k.startswith("_") and v is not None
+    }
+    out = unflatten(kept)
     kind = next((k for key, k in (("val_loss", "eval"), ("hyper_step", "hyper"),
                                   ("train_loss", "train")) if key in out), None)  # fmt: skip
     return out | ({"kind": kind} if kind else {})
@@ -263,12 +270,14 @@ def _result(run: RunLike, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         if run.state not in ("failed", "crashed", "killed"):
             return None
         # the driver records an exception as "failed", with the trial's params (driver.py)
-        return {"status": "failed", "epochs": 0.0, "wall_s": s.get("_runtime"),
-                "hparams": run.config.get("params")}  # fmt: skip
+        return {"status": "failed", "reason": f"W&B run {run.state}", "epochs": 0.0,
+                "wall_s": s.get("_runtime"), "hparams": run.config.get("params")}  # fmt: skip
     walls = [r["wall_s"] for r in rows if isinstance(r.get("wall_s"), (int, float))]
     return {
         **{k: s.get(f"best_{k}") for k in RESULT_NUMBERS},
         "status": s["status"],
+        "reason": s.get("reason"),
+        "spent": s.get("spent"),
         "metric_name": s.get("metric_name"),
         "epochs": s.get("epochs"),
         "wall_s": s.get("wall_s", max(walls, default=None)),
@@ -279,23 +288,30 @@ def _result(run: RunLike, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 def to_frames(runs: Iterable[RunLike], experiment: str, all_histories: bool = False) -> Loaded:
     """The tables `analysis.load.load_local` gives for the same runs: one row per run, the
     metrics rows of single runs (of every run with all_histories), the experiment's spec."""
-    rows, parts, spec = [], [], {}
+    done, parts, spec, space = [], [], {}, {}
     for run in runs:
         exp = experiment_spec(run.config)
         if exp.get("name") != experiment or "method" not in run.config:
             continue  # another experiment's run, or not one of ours
-        spec = spec or exp
+        spec, space = spec or exp, space or space_of(run.config)
         seed = run.config.get("experiment_seed", run.config.get("seed"))
         method, trial = run.config["method"], run.config.get("trial")
         history = [_store_row(r) for r in _replay(run.history)]
-        rows.append(run_row(experiment, method, seed, trial, _result(run, history),
-                            f"wandb:{run.id}"))  # fmt: skip
+        done.append((run, method, seed, trial, _result(run, history)))
         if all_histories or trial is None:
             parts.append((method, seed, trial, history))
-    if not rows:
+    if not done:
         raise StoreError(f"no W&B runs of {experiment!r} found")
+    records = {(m, k, t): rec for _, m, k, t, rec in done}
+    rows = []
+    for run, method, seed, trial, rec in done:
+        parent = Place.of(run.config.get("resume_from") or "")  # a Hyperband promotion's
+        parent_rec = records.get((method, seed, parent.trial)) if parent else None
+        env = run.config.get("env") if isinstance(run.config.get("env"), Mapping) else None
+        rows.append(run_row(experiment, method, seed, trial, rec, f"wandb:{run.id}",
+                            parent=parent_rec, env=env))  # fmt: skip
     parts.sort(key=lambda p: (p[0], p[1], -1 if p[2] is None else p[2]))  # as load_metrics
-    return Loaded(runs_frame(rows), metrics_frame(parts), spec)
+    return Loaded(runs_frame(mark_selected(rows)), metrics_frame(parts), spec, space)
 
 
 def load_wandb(experiment: str, *, wandb_dir: str | Path | None = None, path: str | None = None,

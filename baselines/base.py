@@ -114,7 +114,11 @@ class Searcher:
     `_describe()` (extra JSON-able settings). Set `stochastic = False` if the seed is unused,
     `finite_plan = True` if the searcher ends by itself (`_finished`; a trial budget is then not
     needed), and `replay_adopts = True` if proposals depend on the results only (replay then
-    takes the journal's suggestions instead of recomputing them). `_check_int` and
+    takes the journal's suggestions instead of recomputing them). What a driver must do for a
+    searcher: `resumes_from_parent = True` if a trial may continue an earlier one's checkpoint
+    (`Suggestion.resume_from`; the driver keeps checkpoints), `independent_trials = True` if
+    proposals never depend on results (a driver may submit them all at once, e.g. as one job
+    array). `_check_int` and
     `_check_choice` validate a subclass's own options.
     """
 
@@ -122,6 +126,8 @@ class Searcher:
     stochastic: ClassVar[bool] = True
     finite_plan: ClassVar[bool] = False
     replay_adopts: ClassVar[bool] = False
+    resumes_from_parent: ClassVar[bool] = False
+    independent_trials: ClassVar[bool] = False
 
     @dataclass(frozen=True)
     class Options:

@@ -56,6 +56,7 @@ def hyperband_plan(R: int, eta: int) -> list[Bracket]:
 class Hyperband(Searcher):
     name = "hyperband"
     finite_plan = True
+    resumes_from_parent = True  # promotions continue their parent's checkpoint (option resume)
 
     @dataclass(frozen=True)
     class Options(Searcher.Options):

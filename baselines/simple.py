@@ -20,6 +20,7 @@ class Fixed(Searcher):
     name = "fixed"
     stochastic = False
     finite_plan = True
+    independent_trials = True
 
     @dataclass(frozen=True)
     class Options(Searcher.Options):
@@ -61,6 +62,7 @@ class Grid(Searcher):
     name = "grid"
     stochastic = False
     finite_plan = True
+    independent_trials = True
 
     @dataclass(frozen=True)
     class Options(Searcher.Options):
@@ -104,6 +106,7 @@ class RandomSearch(Searcher):
     trial k uses a generator seeded by (seed, k)."""
 
     name = "random"
+    independent_trials = True
 
     def __init__(self, space: Space, seed: int, **options: Any) -> None:
         super().__init__(space, seed, **options)

@@ -28,14 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import common
-from experiments.driver import JOURNAL, SUMMARY, read_journal
-from experiments.jobs import finite
-from experiments.store import RunDir
+from experiments.spec import STN_METHODS
+from experiments.store import RunDir, SearchDir, finite, walk
 
 __all__ = ["curves", "headline", "render", "run"]
 
 EXPERIMENT = "digits-mlp"
-SINGLE = ("stn", "delta-stn")  # methods whose run is one training run, not a search
 Point = tuple[float, float, float]  # (epochs, seconds, test loss at the best validation loss)
 
 
@@ -55,25 +53,25 @@ def single_curve(run_dir: Path) -> tuple[list[Point], float, float]:
     rows = [r for r in RunDir(run_dir).metrics() if r.get("kind") == "eval"]
     events = [(float(r.get("epoch", 0)), float(r.get("wall_s", 0)), r.get("val_loss"),
                r.get("test_loss")) for r in rows]  # fmt: skip
-    res = json.loads((run_dir / "result.json").read_text())
+    res = RunDir(run_dir).read_result() or {}
     total_e = float(res.get("epochs") or (events[-1][0] if events else 0.0))
     total_s = float(res.get("wall_s") or (events[-1][1] if events else 0.0))
     return _best_so_far(events), total_e, total_s
 
 
 def search_curve(seed_dir: Path) -> tuple[list[Point], float, float]:
-    """A search's curve over its trials in the order they finished; its total compute."""
-    tells = [e for e in read_journal(seed_dir / JOURNAL) if e.get("event") == "tell"]
+    """A search's curve over its trials in the order they finished (its journal's tells, which
+    hold each trial's own epochs and seconds); its total compute."""
+    search = SearchDir(seed_dir)
+    tells = [e for e in search.read_journal() if e.get("event") == "tell"]
     if not tells:  # no journal: trial order, each trial's own record
-        summary = json.loads((seed_dir / SUMMARY).read_text())
-        tells = [{"id": t["trial"], "epochs": t.get("epochs"), "seconds": t.get("wall_s")}
-                 for t in summary["trials"]]  # fmt: skip
+        summary = search.read_summary() or {"trials": []}
+        tells = [{"id": t["trial"], **t.get("spent", {})} for t in summary["trials"]]
     events, epochs, seconds = [], 0.0, 0.0
     for t in tells:
         epochs += float(t.get("epochs") or 0.0)
         seconds += float(t.get("seconds") or 0.0)
-        res_file = seed_dir / f"trial{t['id']}" / "result.json"
-        res = json.loads(res_file.read_text()) if res_file.exists() else {}
+        res = search.trial(int(t["id"])).read_result() or {}
         ok = res.get("status") == "ok"
         events.append((epochs, seconds, res.get("val_loss") if ok else None, res.get("test_loss")))
     return _best_so_far(events), epochs, seconds
@@ -85,19 +83,16 @@ def curves(runs_dir: Path, experiment: str = EXPERIMENT) -> dict[str, dict[int, 
     if not exp_dir.is_dir():
         raise FileNotFoundError(f"no runs of {experiment} under {runs_dir}")
     out: dict[str, dict[int, dict[str, Any]]] = {}
-    for method_dir in sorted(p for p in exp_dir.iterdir() if p.is_dir()):
-        for seed_dir in sorted(method_dir.glob("seed*")):
-            if not seed_dir.name[4:].isdigit():
-                continue
-            if (seed_dir / "result.json").exists():
-                points, e, s = single_curve(seed_dir)
-            elif (seed_dir / SUMMARY).exists():
-                points, e, s = search_curve(seed_dir)
-            else:  # unfinished
-                continue
-            final = points[-1][2] if points else None
-            out.setdefault(method_dir.name, {})[int(seed_dir.name[4:])] = {
-                "points": points, "epochs": e, "seconds": s, "final": final}  # fmt: skip
+    for unit in walk(runs_dir, experiment):
+        if unit.kind == "run" and RunDir(unit.path).done:
+            points, e, s = single_curve(unit.path)
+        elif unit.kind == "search" and SearchDir(unit.path).summary_file.exists():
+            points, e, s = search_curve(unit.path)
+        else:  # unfinished
+            continue
+        final = points[-1][2] if points else None
+        out.setdefault(unit.place.method, {})[unit.place.seed] = {
+            "points": points, "epochs": e, "seconds": s, "final": final}  # fmt: skip
     if not out:
         raise FileNotFoundError(f"no finished runs of {experiment} under {runs_dir}")
     return out
@@ -110,7 +105,7 @@ def _reach(points: list[Point], target: float) -> Point | None:
 def headline(c: dict[str, dict[int, dict[str, Any]]], method: str = "stn") -> dict[str, Any]:
     """Per baseline: STN's compute to match its final test loss / the baseline's compute."""
     out = {}
-    for base in sorted(m for m in c if m not in SINGLE):
+    for base in sorted(m for m in c if m not in STN_METHODS):
         fe, fs, n = [], [], 0
         for seed, b in c[base].items():
             s = c.get(method, {}).get(seed)

@@ -1,12 +1,12 @@
 """The cost of the analysis: the report of a 1000-trial run store, and (optionally) `make demo`.
 
-A synthetic digits-mlp store is written in the real format (`experiments.store.RunDir`: spec.json,
-metrics.jsonl, result.json, search.json, the search journal): searches of 50 trials (20 epochs,
-one eval row per epoch) for grid, random, BO and Hyperband over 5 seeds (1000 trials), and STN
-and Delta-STN runs (a hyperparameter row every 2 steps). The losses are made up; only the
-time matters. Measured: `analysis.report.build_report` in this process (loading included), and
-`python -m analysis report` as a user runs it (a fresh process: imports included). Target:
-under 10 s.
+A synthetic digits-mlp store is written in the real format (through `experiments.store`:
+spec.json, metrics.jsonl, result.json, search.json, the search journal): searches of 50 trials
+(20 epochs, one eval row per epoch) for grid, random, BO and Hyperband over 5 seeds (1000
+trials), and STN and Delta-STN runs (a hyperparameter row every 2 steps). The losses are made
+up; only the time matters. Measured: `analysis.report.build_report` in this process (loading
+included), and `python -m analysis report` as a user runs it (a fresh process: imports
+included). Target: under 10 s.
 
 `make demo`'s wall clock is measured only when asked (`demo=True`, `python -m benchmarks
 --demo`): it trains for minutes. Otherwise the span of the last demo's run store (first
@@ -34,7 +34,7 @@ from benchmarks.common import Clock, fmt
 __all__ = ["render", "run", "write_store"]
 
 EXPERIMENT, TARGET_S = "digits-mlp", 10.0
-SEARCHES, SINGLES = ("grid", "random", "bo", "hyperband"), ("stn", "delta-stn")
+SEARCHES = ("grid", "random", "bo", "hyperband")
 HPARAMS = ("input_dropout", "dropout1", "dropout2", "weight_decay", "input_noise")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,23 +69,32 @@ def _result(val: float, test: float, epochs: float, wall: float, hp: dict) -> di
 def write_store(runs_dir: Path, trials: int = 1000, seeds: int = 5, epochs: int = 20) -> int:
     """A synthetic digits-mlp store with `trials` search trials in all; returns the count."""
     from experiments.registry import get
-    from experiments.spec import to_dict
-    from experiments.store import RunDir, atomic_write_json, git_info, host_info, run_path
+    from experiments.spec import STN_METHODS, to_dict
+    from experiments.store import (
+        Place,
+        RunDir,
+        SearchDir,
+        atomic_write_json,
+        environment,
+        summarise,
+        trial_row,
+    )
 
     rng, spe = random.Random(0), 17
     exp = {**to_dict(get(EXPERIMENT)), "seeds": list(range(seeds))}
-    host = {"git": git_info(ROOT), **host_info()}  # what RunDir.write_spec adds, asked once
+    host = environment()  # what RunDir.write_spec adds, asked once (it runs git)
     searches = [(m, k) for m in SEARCHES for k in range(seeds)]
     share = {s: trials // len(searches) + (i < trials % len(searches)) for i, s in
              enumerate(searches)}  # fmt: skip
     written = 0
-    for method in SEARCHES + SINGLES:
+    for method in SEARCHES + STN_METHODS:
         for seed in range(seeds):
             per_search = share.get((method, seed), 0)
             if method in SEARCHES and per_search == 0:
                 continue
-            if method in SINGLES:
-                run = RunDir(run_path(runs_dir, EXPERIMENT, method, seed))
+            place = Place(EXPERIMENT, method, seed)
+            if method in STN_METHODS:
+                run = RunDir(place.path(runs_dir))
                 atomic_write_json(run.spec_file, {"experiment": exp, "method": method,
                                                   "seed": seed, **host})  # fmt: skip
                 for e, (val, test) in enumerate(_curve(rng, epochs), 1):
@@ -98,28 +107,24 @@ def write_store(runs_dir: Path, trials: int = 1000, seeds: int = 5, epochs: int 
                     run.log(_eval_row(e * spe, spe, 0.13 * e * spe, val, test))
                 run.write_result(_result(val, test, epochs, 0.13 * epochs * spe, hp))
                 continue
-            journal, rows = [], []
+            search, journal, rows = SearchDir(place.path(runs_dir)), [], []
             for t in range(per_search):
-                run = RunDir(run_path(runs_dir, EXPERIMENT, method, seed, trial=t))
+                run = search.trial(t)
                 hp = _params(rng)
                 atomic_write_json(run.spec_file, {"experiment": exp, "method": method,
                                                   "seed": seed, "params": hp, **host})  # fmt: skip
                 for e, (val, test) in enumerate(_curve(rng, epochs), 1):
                     run.log({**_eval_row(e * spe, spe, 0.07 * e * spe, val, test), "hparams": hp})
-                run.write_result(_result(val, test, epochs, 0.07 * epochs * spe, hp))
+                result = _result(val, test, epochs, 0.07 * epochs * spe, hp)
+                run.write_result(result)
                 journal.append({"event": "tell", "id": t, "val_loss": val, "status": "ok",
                                 "epochs": epochs, "seconds": 0.07 * epochs * spe})  # fmt: skip
-                rows.append({"trial": t, "params": hp, "status": "ok", "val_loss": val,
-                             "test_loss": test, "epochs": epochs})  # fmt: skip
+                rows.append(trial_row(t, {"params": hp}, result))
                 written += 1
-            seed_dir = run_path(runs_dir, EXPERIMENT, method, seed)
-            text = "".join(json.dumps(j) + "\n" for j in journal)
-            (seed_dir / "search_journal.jsonl").write_text(text)
-            best = min(rows, key=lambda r: r["val_loss"])
-            atomic_write_json(seed_dir / "search.json", {
-                "experiment": EXPERIMENT, "method": method, "seed": seed, "finished": True,
-                "spent": {"trials": len(rows), "epochs": epochs * len(rows)},
-                "trials": rows, "best": best})  # fmt: skip
+            search.append_journal(journal)
+            header = {"experiment": EXPERIMENT, "method": method, "seed": seed, "finished": True,
+                      "spent": {"seconds": 0.07 * epochs * spe * len(rows)}}  # fmt: skip
+            search.write_summary(summarise(header, rows))
     return written
 
 
@@ -149,9 +154,11 @@ def time_report(runs_dir: Path, out: Path) -> dict[str, float]:
 
 def demo_store_span(runs_dir: Path = ROOT / "runs") -> float | None:
     """First spec.json to last result.json of the last demo's store, seconds (None if none)."""
+    from experiments.store import RESULT, SPEC
+
     exp = runs_dir / EXPERIMENT
-    specs = [p.stat().st_mtime for p in exp.rglob("spec.json")] if exp.is_dir() else []
-    results = [p.stat().st_mtime for p in exp.rglob("result.json")] if exp.is_dir() else []
+    specs = [p.stat().st_mtime for p in exp.rglob(SPEC)] if exp.is_dir() else []
+    results = [p.stat().st_mtime for p in exp.rglob(RESULT)] if exp.is_dir() else []
     return max(results) - min(specs) if specs and results else None
 
 

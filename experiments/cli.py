@@ -1,8 +1,10 @@
 """`python -m experiments list | show | run | status | download` (the contract of DESIGN.md).
 
-A user mistake (unknown experiment, method or --set key, a value of the wrong type, an empty
-seed list, a negative budget, an unknown launcher) prints one line `error: ...` and exits with
-code 2 before anything is written.
+A user mistake (unknown experiment, method or --set key, a value of the wrong type or not
+finite, an empty seed list, a negative budget, an unknown launcher, a setting in the wrong
+section, a missing or malformed data file, a runs folder that cannot be written, a search that
+another process drives) prints one line `error: ...` and exits with code 2 before anything is
+written. An error of the machine (a full disk) is one line too, with code 1.
 """
 
 from __future__ import annotations
@@ -119,12 +121,16 @@ def _cmd_run(args: argparse.Namespace) -> None:
 
 
 def _results_table(results: dict[tuple[str, int], dict[str, Any]]) -> str:
+    """One line per (method, seed): status, losses and, for a failure or divergence, why."""
     lines = [f"{'method':<22} {'seed':>4}  {'status':<9} {'val_loss':>10} {'test_loss':>10}"]
-    for (method, seed), rec in results.items():
-        if "trials" in rec:  # a search: its selected trial
-            rec = {**(rec.get("best") or {}), "status": "ok" if rec.get("best") else "none-ok"}
+    from .store import verdict
+
+    for (method, seed), outcome in results.items():
+        rec = verdict(outcome)  # a search: its selected trial
         cells = [_num(rec.get(k)) for k in ("val_loss", "test_loss")]
-        lines.append(f"{method:<22} {seed:>4}  {rec.get('status', '?'):<9} {cells[0]} {cells[1]}")
+        why = rec["reason"] if rec.get("status") != "ok" else None
+        line = f"{method:<22} {seed:>4}  {rec.get('status', '?'):<9} {cells[0]} {cells[1]}"
+        lines.append(line + (f"  {why}" if why else ""))
     return "\n".join(lines)
 
 
@@ -169,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except OSError as e:  # the machine's, not the code's: a full disk, a folder gone
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
     except Exception as e:
         if not _user_error(e):
             raise

@@ -1,73 +1,36 @@
 """The search driver: ask -> submit -> wait for any -> tell, resumable from its journal.
 
-One `Search` is one (method, experiment seed) of an experiment, in `<runs>/<exp>/<method>/seed<k>/`:
+One `Search` is one (method, experiment seed) of an experiment, in `<runs>/<exp>/<method>/seed<k>/`
+(its records and their formats: experiments/store.py). Its driver holds the folder's lock for
+as long as it drives, so a journal has one writer. Rerunning an interrupted search rebuilds
+the searcher by replaying the journal, so it proposes exactly what it would have; trials asked
+but not told are picked up again (their result.json if they finished meanwhile, else the job is
+re-attached or resubmitted and resumes from its checkpoint). No trial id is asked twice.
 
-    search_journal.jsonl   the searcher's asks and tells, appended as they happen
-    search.json            the summary, rewritten atomically after every tell
-    jobs.json              trial id -> scheduler job id (to re-attach to SLURM jobs on resume)
-    trial<id>/             one run folder per trial (spec.json, metrics.jsonl, result.json)
-
-Rerunning an interrupted search rebuilds the searcher by replaying the journal, so it proposes
-exactly what it would have; trials asked but not told are picked up again (their result.json if
-they finished meanwhile, else the job is re-attached or resubmitted and resumes from its
-checkpoint). No trial id is ever asked twice. What a trial's job runs, and how jobs are
-submitted and collected: experiments/jobs.py.
+What the searcher needs of the driver it declares as class attributes (baselines.Searcher):
+`resumes_from_parent` (trials continue an earlier trial's checkpoint, which is kept),
+`independent_trials` (on SLURM its trials may go out as one job array), `finite_plan`.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .jobs import Done, adopt_slurm_job, collect, failed_record, finite, submit, trial_job
+from .jobs import Done, collect, submit, trial_job
 from .progress import Progress
 from .spec import Experiment, SpecError, derive_seed, to_dict
-from .store import STATUSES, RunDir, atomic_write_bytes, atomic_write_json, run_path
+from .store import STATUSES, TRIAL_KEYS, Place, SearchDir, finite, spent, summarise, trial_row
 
-__all__ = [
-    "JOURNAL",
-    "SUMMARY",
-    "Search",
-    "check_searcher",
-    "read_journal",
-    "run_search",
-    "search_job",
-]
-
-JOURNAL = "search_journal.jsonl"
-SUMMARY = "search.json"
-JOBS = "jobs.json"
-# Searchers whose proposals do not depend on results: on SLURM their trials go as one job array.
-INDEPENDENT = ("fixed", "grid", "random")
-_SUMMARY_KEYS = ("val_loss", "test_loss", "val_metric", "test_metric", "epochs", "wall_s", "error")
-
-
-# --- the search -----------------------------------------------------------------------------
-
-
-def read_journal(path: str | Path, repair: bool = False) -> list[dict[str, Any]]:
-    """A search journal's events, up to a line cut by a crash (the last one); `repair` drops
-    that line from the file too, so that the events appended after it stay readable."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    events, lines = [], path.read_text().splitlines()
-    for line in lines:
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    if repair and len(events) < len(lines):
-        atomic_write_bytes(path, "".join(json.dumps(e) + "\n" for e in events).encode())
-    return events
+__all__ = ["Search", "check_searcher", "run_search", "search_job", "searcher_class"]
 
 
 class Search:
-    """One search: its searcher, journal, in-flight trial jobs and summary."""
+    """One search: its searcher, journal, in-flight trial jobs and summary. The caller holds
+    the search folder's lock (experiments.store.lock) while it lives."""
 
     def __init__(
         self,
@@ -85,34 +48,33 @@ class Search:
         from baselines import make_searcher, replay
 
         self.exp, self.method, self.seed, self.wandb = exp, method, seed, wandb
-        self.runs_dir, self.launcher, self.clock = Path(runs_dir), launcher, clock
+        self.launcher, self.clock, self.progress = launcher, clock, progress
         self.objective = objective or _default_objective()
-        self.dir = run_path(runs_dir, exp.name, method, seed)
-        seed_k = derive_seed(seed, method)
-        options = _searcher_options(exp, method)
-        self.searcher = make_searcher(method, exp.task.space(), seed_k, **options)
-        self.progress = progress
-        self.records: dict[int, dict[str, Any]] = {}  # told trial id -> its result record
-        self.inflight: dict[int, Any] = {}  # trial id -> job (None: asked, not yet submitted)
-        self.job_ids: dict[str, str] = {}
-        events = read_journal(self.dir / JOURNAL, repair=True)
+        self.place = Place(exp.name, method, seed)
+        self.dir = SearchDir(self.place.path(runs_dir))
+        options = searcher_options(exp, method)
+        self.searcher = make_searcher(
+            method, exp.task.space(), derive_seed(seed, method), **options
+        )
+        lost = self.dir.read_summary(writer=True) is None  # a damaged one is set aside
+        events = self.dir.read_journal(writer=True)
         replay(self.searcher, events)
         self._journalled = len(self.searcher.events)
         self._elapsed0 = max((e.get("elapsed", 0.0) for e in events), default=0.0)
         self._t0 = clock()
         self._stalled = False  # the searcher proposed nothing with nothing in flight
-        for e in events:
-            if e.get("event") == "tell":
-                rec = RunDir(self.trial_dir(e["id"])).read_result()
-                self.records[e["id"]] = rec or {**failed_record("result.json lost", None), **e}
-        self.inflight = {i: None for i in self.searcher.pending}
-        if (self.dir / JOBS).exists():
-            self.job_ids = json.loads((self.dir / JOBS).read_text())
+        self.records: dict[int, dict[str, Any]] = {}  # told trial id -> its result record
+        self.failures = 0  # failed trials in a row (budget.failures ends the search)
+        for e in (e for e in events if e.get("event") == "tell"):
+            t = int(e["id"])
+            self.records[t] = self.dir.trial(t).read_result(writer=True) or _as_told(e)
+            self.failures = self.failures + 1 if e.get("status") == "failed" else 0
+        self.inflight: dict[int, Any] = {i: None for i in self.searcher.pending}  # None: asked
+        self.job_ids = self.dir.read_jobs()
+        if lost and events:  # rebuilt from the journal now, not at the next tell (if any)
+            self.write_summary()
 
     # --- bookkeeping ---
-    def trial_dir(self, trial: int) -> Path:
-        return run_path(self.runs_dir, self.exp.name, self.method, self.seed, trial=trial)
-
     @property
     def elapsed(self) -> float:
         """Wall-clock seconds of the search, summed over the sessions that drove it."""
@@ -127,91 +89,81 @@ class Search:
             total -= float(prev) if prev is not None else default
         return max(total, 0.0)
 
-    def _spent_epochs(self, trial: int, rec: Mapping[str, Any]) -> float:
-        """Epochs this trial trained: its record's, less those of the checkpoint it resumed."""
-        epochs = float(rec.get("epochs") or 0.0)
-        s = self.searcher.trials[trial].suggestion
-        if s.resume_from is not None and s.resume_from in self.records:
-            epochs -= float(self.records[s.resume_from].get("epochs") or 0.0)
-        return max(epochs, 0.0)
-
-    def _may_ask(self) -> bool:
+    def stop_reason(self) -> str | None:
+        """Why no more trials are asked: None while the search may go on."""
         b, sr = self.exp.budget, self.searcher
-        if sr.done or (b.seconds is not None and self.elapsed >= b.seconds):
-            return False
+        if b.failures is not None and self.failures >= b.failures:
+            return f"{b.failures} failed trials in a row (budget.failures)"
+        if sr.done:
+            return "budget spent" if sr.budget.exhausted(sr.spent) else "plan complete"
+        if b.seconds is not None and self.elapsed >= b.seconds:
+            return "budget.seconds spent"
         if b.epochs is not None:
             planned = sum(self._planned_epochs(t) for t in self.inflight)
-            return sr.spent["epochs"] + planned < b.epochs
-        return True
+            if sr.spent["epochs"] + planned >= b.epochs:
+                return "budget.epochs spent"
+        return "the searcher proposes nothing more" if self._stalled else None
 
     def _journal(self) -> None:
         new = self.searcher.events[self._journalled :]
-        if not new:
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / JOURNAL, "a") as f:
-            for e in new:
-                f.write(json.dumps({**e, "elapsed": round(self.elapsed, 3)}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self._journalled = len(self.searcher.events)
+        if new:
+            elapsed = round(self.elapsed, 3)
+            self.dir.append_journal({**e, "elapsed": elapsed, **self._copy(e)} for e in new)
+            self._journalled = len(self.searcher.events)
+
+    def _copy(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """A tell's journal line keeps what search.json needs of the trial's result record."""
+        if event.get("event") != "tell":
+            return {}
+        rec = self.records[event["id"]]
+        return {"record": {k: rec[k] for k in ("status", *TRIAL_KEYS) if k in rec}}
 
     # --- the loop's three steps ---
     @property
     def finished(self) -> bool:
-        return not self.inflight and (self._stalled or not self._may_ask())
+        return not self.inflight and self.stop_reason() is not None
 
     def fill(self, executor: Any, limit: int) -> int:
         """Ask until `limit` trials are in flight (or the budget/searcher says stop) and submit
         them; returns how many were submitted."""
-        while len(self.inflight) < limit and self._may_ask():
+        from slurm.executors import reattach
+
+        while len(self.inflight) < limit and self.stop_reason() is None:
             s = self.searcher.ask()
             if s is None:  # with nothing in flight, nothing will ever come: the search ends
                 self._stalled = not self.inflight
                 break
             self.inflight[s.id] = None
         self._journal()
-        new = [t for t, job in self.inflight.items() if job is None]
         calls = []
-        for t in new:
-            run = RunDir(self.trial_dir(t))
-            rec, adopted = run.read_result(), None
-            if rec is None:
-                adopted = self._adopt(executor, t)
-                # a job that ended between the two looks has written its result by now
-                rec = run.read_result() if adopted is None else None
+        for t in [t for t, job in self.inflight.items() if job is None]:
+            run = self.dir.trial(t)
+            rec = run.read_result(writer=True)
+            live = reattach(executor, self.job_ids.get(str(t))) if rec is None else None
+            rec = run.read_result() if rec is None and live is None else rec  # ended meanwhile
             if rec is not None:
                 self.inflight[t] = Done(rec)
-            elif adopted is not None:
-                self.inflight[t] = adopted
+            elif live is not None:
+                self.inflight[t] = live
             else:
                 calls.append((t, self._trial_call(t)))
         if calls:
             max_array = self.exp.launch.max_array_size if self.launcher == "slurm" else 1
-            jobs = submit(executor, [c for _, c in calls], max_array)
+            jobs = submit(executor, [c for _, c in calls], max_array, self.exp.budget.parallel)
             for (t, _), job in zip(calls, jobs):
                 self.inflight[t] = job
                 self.job_ids[str(t)] = str(job.job_id)
             if self.launcher == "slurm":
-                atomic_write_json(self.dir / JOBS, self.job_ids)
+                self.dir.write_jobs(self.job_ids)
         return len(calls)
-
-    def _adopt(self, executor: Any, trial: int) -> Any | None:
-        if self.launcher != "slurm":
-            return None
-        return adopt_slurm_job(executor, self.job_ids.get(str(trial)))
 
     def _trial_call(self, t: int) -> tuple[Callable[..., Any], tuple, dict[str, Any]]:
         s = self.searcher.trials[t].suggestion
-        resume = s.resume_from is not None
         seed = derive_seed(self.seed, self.method, t)
-        args = (self.objective, self.exp, self.method, seed, dict(s.params), self.trial_dir(t))
-        kwargs = {
-            "epochs": s.budget,
-            "variant": None,
-            "wandb": self.wandb,
-            "resume_from": self.trial_dir(s.resume_from) if resume else None,
-        }
+        args = (self.objective, self.exp, self.method, seed, dict(s.params), self.dir.trial(t).path)
+        parent = None if s.resume_from is None else self.dir.trial(s.resume_from).path
+        kwargs = {"epochs": s.budget, "resume_from": parent, "wandb": self.wandb,
+                  "keep_checkpoint": type(self.searcher).resumes_from_parent}  # fmt: skip
         return trial_job, args, kwargs
 
     def poll(self) -> int:
@@ -222,7 +174,7 @@ class Search:
             if job is None or not job.done():
                 continue
             params = self.searcher.trials[t].suggestion.params
-            self._tell(t, collect(job, self.trial_dir(t), params))
+            self._tell(t, collect(job, self.dir.trial(t).path, params))
             told += 1
             if self.launcher == "debug":
                 break
@@ -232,13 +184,12 @@ class Search:
         del self.inflight[t]
         self.records[t] = rec
         status = rec.get("status") if rec.get("status") in STATUSES else "failed"
-        self.searcher.tell(
-            t,
-            rec.get("val_loss") if status == "ok" else None,
-            status=status,
-            epochs=self._spent_epochs(t, rec),
-            seconds=float(rec.get("wall_s") or 0.0),
-        )
+        self.failures = self.failures + 1 if status == "failed" else 0
+        parent = self.records.get(self.searcher.trials[t].suggestion.resume_from)
+        own = spent(rec, parent)
+        ok = status == "ok" and finite(rec.get("val_loss"))
+        self.searcher.tell(t, rec["val_loss"] if ok else None, status=status,
+                           epochs=own["epochs"], seconds=own["seconds"])  # fmt: skip
         self._journal()
         self.write_summary()
         if self.progress is not None:
@@ -246,64 +197,48 @@ class Search:
 
     # --- the summary ---
     def summary(self) -> dict[str, Any]:
-        trials = []
+        rows = []
         for t, trial in sorted(self.searcher.trials.items()):
-            s, rec = trial.suggestion, self.records.get(t, {})
-            row = {
-                "trial": t,
-                "params": s.params,
-                "budget": s.budget,
-                "resume_from": s.resume_from,
-                "seed": derive_seed(self.seed, self.method, t),
-                "status": rec.get("status", "pending"),
-            }
-            row.update((k, rec[k]) for k in _SUMMARY_KEYS if k in rec)
-            trials.append(row)
-        ok = [r for r in trials if r["status"] == "ok" and finite(r.get("val_loss"))]
-        best = min(ok, key=lambda r: (r["val_loss"], r["trial"])) if ok else None
-        spent = self.searcher.spent
-        return {
-            "experiment": self.exp.name,
-            "method": self.method,
-            "seed": self.seed,
-            "spec": to_dict(self.exp),
-            "finished": self.finished,
-            "budget": to_dict(self.exp.budget),
-            "spent": {
-                "trials": spent["trials"],
-                "epochs": spent["epochs"],
-                "seconds": round(self.elapsed, 3),
-                "trial_seconds": spent["seconds"],
-            },
-            "searcher": self.searcher.describe(),
-            "trials": trials,
-            "best": best
-            and {
-                k: best.get(k)
-                for k in ("trial", "params", "val_loss", "test_loss", "val_metric", "test_metric")
-            },
-        }
+            s = trial.suggestion
+            asked = {"params": s.params, "budget": s.budget, "resume_from": s.resume_from,
+                     "seed": derive_seed(self.seed, self.method, t)}  # fmt: skip
+            rows.append(trial_row(t, asked, self.records.get(t), self.records.get(s.resume_from)))
+        reason = self.stop_reason() if not self.inflight else None
+        header = {"experiment": self.exp.name, "method": self.method, "seed": self.seed,
+                  "spec": to_dict(self.exp), "space": _space(self.exp),
+                  "finished": reason is not None, "stop_reason": reason,
+                  "budget": to_dict(self.exp.budget), "searcher": self.searcher.describe(),
+                  "spent": {"seconds": round(self.elapsed, 3)}}  # fmt: skip
+        return summarise(header, rows)
 
     def write_summary(self) -> None:
-        atomic_write_json(self.dir / SUMMARY, self.summary())
+        self.dir.write_summary(self.summary())
+
+
+def _space(exp: Experiment) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(p) for p in exp.task.space()]
+
+
+def _as_told(tell: Mapping[str, Any]) -> dict[str, Any]:
+    """A told trial's record as its journal line kept it (for when its result.json is lost):
+    what the searcher was told, and the copy of the record that newer journals hold."""
+    own = {"epochs": tell.get("epochs", 0.0), "seconds": tell.get("seconds", 0.0)}
+    return {"status": tell.get("status"), "val_loss": tell.get("val_loss"), "spent": own,
+            **(tell.get("record") or {})}  # fmt: skip
 
 
 def _trial_line(t: int, rec: Mapping[str, Any]) -> str:
     status = rec.get("status")
     if status == "ok":
         return f"trial{t} ok val_loss={rec.get('val_loss'):.4g} ({rec.get('wall_s') or 0:.1f} s)"
-    return f"trial{t} {status}: {rec.get('error', '')}".rstrip(": ")
+    why = rec.get("reason") or rec.get("error") or ""
+    return f"trial{t} {status}: {why}".rstrip(": ")
 
 
 def _default_objective() -> Callable[..., dict]:
     from .objective import run_trial
 
     return run_trial
-
-
-def poll_interval(launcher: str) -> float:
-    """Seconds between checks of running jobs (submitit caches SLURM states between sacct calls)."""
-    return {"debug": 0.0, "local": 0.2}.get(launcher, 5.0)
 
 
 def run_search(
@@ -317,27 +252,28 @@ def run_search(
     objective: Callable[..., dict] | None = None,
     wandb: str = "off",
     progress: Progress | None = None,
+    wait: bool = False,
 ) -> dict[str, Any]:
-    """Drive one search to its end (or resume it) and return its summary (search.json)."""
-    search = Search(
-        exp,
-        method,
-        seed,
-        runs_dir,
-        objective=objective,
-        wandb=wandb,
-        launcher=launcher,
-        progress=progress,
-    )
-    limit = exp.budget.parallel
-    while True:
-        search.fill(executor, limit)
-        if search.finished:
-            break
-        if not search.poll():
-            time.sleep(poll_interval(launcher))
-    search.write_summary()
-    return search.summary()
+    """Drive one search to its end (or resume it) and return its summary. It holds the search's
+    lock: held by another process, it waits for it (`wait`) or raises store.Busy."""
+    from slurm.executors import poll_interval
+
+    from .store import lock
+
+    def waiting(busy: Any) -> None:
+        print(f"waiting: {busy}", flush=True)
+
+    with lock(Place(exp.name, method, seed).path(runs_dir), wait=wait, on_wait=waiting):
+        search = Search(exp, method, seed, runs_dir, objective=objective, wandb=wandb,
+                        launcher=launcher, progress=progress)  # fmt: skip
+        while True:
+            search.fill(executor, exp.budget.parallel)
+            if search.finished:
+                break
+            if not search.poll():
+                time.sleep(poll_interval(launcher))
+        search.write_summary()
+        return search.summary()
 
 
 def search_job(
@@ -350,32 +286,30 @@ def search_job(
 ) -> dict[str, Any]:
     """A whole search as one job (the local launcher): its trials run one after another in this
     process, so a trial costs its training, not a fresh Python importing torch (seconds on a
-    small CPU, more than a digits trial trains). Resumes like `run_search`; returns a record
-    of the selected trial (status "failed" when no trial finished)."""
+    small CPU, more than a digits trial trains). Resumes like `run_search`, and waits for an
+    earlier job of the same search (one whose driver was killed) to end first; returns the
+    summary."""
     from slurm.executors import Launch, make_executor
 
-    folder = Path(runs_dir) / exp.name / ".submitit"
-    executor = make_executor(Launch(launcher="debug"), folder, name=f"{exp.name}-{method}")
-    summary = run_search(
-        exp, method, seed, runs_dir, executor, launcher="debug", objective=objective, wandb=wandb
-    )
-    best = summary["best"] or {}
-    return {"status": "ok" if best else "failed", **best, "spent": summary["spent"]}
+    executor = make_executor(Launch(launcher="debug"), Path(runs_dir) / exp.name / ".submitit",
+                             name=f"{exp.name}-{method}")  # fmt: skip
+    return run_search(exp, method, seed, runs_dir, executor, launcher="debug",
+                      objective=objective, wandb=wandb, wait=True)  # fmt: skip
 
 
-def finite_plan(method: str) -> bool:
-    """Whether the searcher ends by itself (fixed, grid, Hyperband's brackets)."""
+def searcher_class(method: str) -> Any:
     from baselines import SEARCHERS
 
-    return SEARCHERS[method].finite_plan
+    return SEARCHERS[method]
 
 
-def _searcher_options(exp: Experiment, method: str) -> dict[str, Any]:
+def searcher_options(exp: Experiment, method: str) -> dict[str, Any]:
     # The searcher enforces the trial and epoch budgets as told; the driver also counts the
-    # epochs of trials in flight, and the wall clock (which the searcher cannot see). A finite
-    # plan (a grid, Hyperband's brackets) is run whole: budget.trials caps open-ended searches.
+    # epochs of trials in flight, the wall clock (which the searcher cannot see) and failures in
+    # a row. A finite plan (a grid, Hyperband's brackets) is run whole: budget.trials caps
+    # open-ended searches.
     b = exp.budget
-    trials = None if finite_plan(method) else b.trials
+    trials = None if searcher_class(method).finite_plan else b.trials
     return {**exp.searchers.get(method, {}), "budget": {"trials": trials, "epochs": b.epochs}}
 
 
@@ -385,9 +319,10 @@ def check_searcher(exp: Experiment, method: str) -> None:
     from baselines import make_searcher
 
     b = exp.budget
-    if not finite_plan(method) and b.trials is None and b.epochs is None and b.seconds is None:
+    if not searcher_class(method).finite_plan and b.trials is None and b.epochs is None \
+            and b.seconds is None:  # fmt: skip
         raise SpecError(f"the {method} search has no end: set budget.trials, .epochs or .seconds")
     try:
-        make_searcher(method, exp.task.space(), 0, **_searcher_options(exp, method))
+        make_searcher(method, exp.task.space(), 0, **searcher_options(exp, method))
     except ValueError as e:
         raise SpecError(f"searchers.{method}: {e}") from None

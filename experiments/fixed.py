@@ -9,19 +9,21 @@ values that follow a noise, a sinusoid or a logged schedule (Table 1 of the pape
 epochs (fractional: a run may end mid-epoch) or steps, whichever ends first; the authors'
 learning-rate decay and early stopping (`stn.schedule.Plateau`) are options. After every epoch
 (and at the end of the budget) it evaluates on validation and test, logs one row and saves its
-complete state, so an interrupted run resumes bit-identically on CPU. A NaN or infinite loss
-ends the run with status "diverged" instead of raising.
+complete state, so an interrupted run resumes bit-identically on CPU.
 
-The result reports the evaluation with the best validation loss (val and test at that point), the
-same selection rule for every method; the last evaluation is kept under "final".
+It is STN's loop's sibling (`stn.loop`): the same rows, optimiser builder, divergence rule
+(`stn.config.Divergence`: a diverged run ends with status "diverged" and its reason), result
+type (`stn.config.Result`: the evaluation with the best validation loss), checkpoint format
+and `on_resume`.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +31,9 @@ import torch
 from torch import nn
 
 from stn import checkpoint as ckpt
+from stn.config import OPTIMIZERS, Divergence, Result, make_optimizer
 from stn.hyper import HyperBatch
-from stn.problem import Problem
+from stn.problem import Problem, batch_size, steps_per_epoch, to_device
 from stn.schedule import Plateau
 from stn.space import Space
 
@@ -43,7 +46,6 @@ __all__ = [
     "values_at",
 ]
 
-OPTIMIZERS = ("sgd", "adam")
 # what a task config may set for both training loops (same names in stn.STNConfig)
 TRAIN_FIELDS = (
     "epochs",
@@ -57,40 +59,46 @@ TRAIN_FIELDS = (
     "patience",
     "min_lr",
     "decay_reset",
+    "diverge_after",
 )
 Schedule = Sequence[tuple[int, Mapping[str, float]]]  # (first step, values) in step order
+LOOP = "fixed"  # the checkpoint's "loop"
+_RESUMABLE = ("epochs", "max_steps", "device", "seed")  # a promotion continues with its own
 
 
 @dataclass(frozen=True)
 class FixedConfig:
     epochs: float | None = 1.0  # budget in epochs; fractions end mid-epoch (rounded to a step)
     max_steps: int | None = None  # budget in training steps; with epochs, the earlier end wins
-    optimizer: str = "sgd"  # "sgd" | "adam"
+    optimizer: str = "sgd"  # "sgd" | "adam" | "rmsprop" (stn.config.OPTIMIZERS)
     lr: float = 0.01  # learning rate of the weights
-    momentum: float = 0.9  # SGD momentum (ignored by adam)
+    momentum: float = 0.9  # SGD / RMSprop momentum (ignored by adam)
     grad_clip: float | None = None  # max global gradient norm (None: no clipping)
     lr_decay: float = 1.0  # Plateau: LR multiplier when validation stops improving (1: off)
     decay_window: int = 0  # Plateau: non-monotone window in evaluations (0: off)
     patience: int = 0  # Plateau: stop after this many evaluations without a new best (0: off)
     min_lr: float = 0.0  # Plateau: stop once the LR falls below this
     decay_reset: bool = False  # Plateau: clear its history after a decay (False: the authors')
+    diverge_after: int = 3  # evaluations in a row above the problem's chance loss (0: off)
     log_every: int = 0  # steps between training rows (0: evaluation rows only)
-    checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: at evaluations only)
     seed: int = 0  # seeds Python, NumPy and torch at the start of a fresh run
+    device: str = "cpu"  # torch device of the model and batches
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer {self.optimizer!r} unknown; valid: {OPTIMIZERS}")
         if self.epochs is None and self.max_steps is None:
             raise ValueError("give a budget: epochs or max_steps")
-        if (self.epochs is not None and self.epochs <= 0) or (
+        if (self.epochs is not None and not 0 < self.epochs < math.inf) or (
             self.max_steps is not None and self.max_steps < 1
         ):
             raise ValueError(
-                f"budget must be positive: epochs={self.epochs}, steps={self.max_steps}"
+                f"budget must be positive and finite: epochs={self.epochs}, steps={self.max_steps}"
             )
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"lr must be positive and finite, got {self.lr}")
+        if self.diverge_after < 0:
+            raise ValueError(f"diverge_after must be >= 0, got {self.diverge_after}")
 
     @classmethod
     def from_task(cls, task: Any, **overrides: Any) -> FixedConfig:
@@ -139,19 +147,6 @@ def values_at(
     return _clip(space, values)
 
 
-def steps_per_epoch(problem: Problem) -> int:
-    """The problem's own count, or its training batches of epoch 0 counted."""
-    if hasattr(problem, "steps_per_epoch"):
-        return int(problem.steps_per_epoch())
-    return sum(1 for _ in problem.train_batches(0))
-
-
-def _optimizer(model: nn.Module, cfg: FixedConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-
-
 def _check_names(space: Space, what: str, names: Any) -> None:
     unknown = sorted({n for n in names or () if n not in space})
     if unknown:
@@ -171,22 +166,23 @@ def train_fixed(
     resume_from: str | Path | None = None,
     on_resume: Callable[[int], None] | None = None,
     stop_after_steps: int | None = None,
-) -> dict[str, Any]:
+) -> Result:
     """Train the plain network at fixed (or noisy / periodic / scheduled) hyperparameters.
 
     params: a full assignment of `problem.space` (None: the space's initial values).
-    log(row): evaluation rows {"kind": "eval", "step", "epoch", "wall_s", "val_loss",
-        "val_metric", "test_loss", "test_metric", "lr", "hparams"} and, every `log_every` steps
-        or every step when the values vary, {"kind": "train", "step", ..., "train_loss",
-        "hparams"}, where "hparams" are the values the step numbered `step` (1-based) used.
+    log(row): rows numbered by "row" from 0: evaluations {"kind": "eval", "step", "epoch",
+        "wall_s", "val_loss", "val_metric", "test_loss", "test_metric", "lr", "hparams"} and,
+        every `log_every` steps or every step when the values vary, {"kind": "train", "step",
+        ..., "train_loss", "hparams"}, where "hparams" are the values step `step` (1-based) used.
     checkpoint_path: this run's checkpoint; when it exists the run resumes from it.
     resume_from: another run's checkpoint to continue from when this run has none (a Hyperband
-        promotion): weights, optimiser and position are taken over, the budget is this config's.
-    on_resume(step): called once after a checkpoint is loaded (e.g. to drop rows logged after it).
+        promotion): weights, optimiser and position are taken over, the budget is this
+        config's; the result's `spent` counts only what this run trained. When that checkpoint
+        is gone or unusable (named on stderr), the run trains from scratch.
+    on_resume(rows): called once before training with the rows the starting state has logged
+        (0 for a fresh run or a promotion): a store keeps those and drops any logged after them.
     stop_after_steps: stop once this many steps are done in total, save the checkpoint and return
         status "interrupted" (how tests and preemption handlers cut a run).
-    Returns {"status", "val_loss", "test_loss", "val_metric", "test_metric", "metric_name",
-    "epochs", "steps", "wall_s", "hparams", "stop_reason", "final"}.
     """
     space = problem.space
     base = space.validate(space.init() if params is None else params)
@@ -195,14 +191,16 @@ def train_fixed(
     _check_names(space, "schedule", [n for _, v in schedule or () for n in v])
     vary = dict(noise_std=noise_std, sinusoid=sinusoid, schedule=schedule)
     run = _Run(problem, base, config, log or (lambda row: None), checkpoint_path)
-    own = ckpt.load(checkpoint_path)
-    state = own if own is not None else ckpt.load(resume_from)
+    own = ckpt.load(checkpoint_path, LOOP)
+    state = own if own is not None else ckpt.load(resume_from, LOOP)
     if resume_from is not None and state is None:
-        raise FileNotFoundError(f"resume_from checkpoint {resume_from} does not exist")
+        print(f"warning: no usable checkpoint at {resume_from} to continue from; training from "
+              "scratch", file=sys.stderr, flush=True)  # fmt: skip
     if state is not None:
         run.load(state, promotion=own is None)
-        if on_resume is not None:
-            on_resume(run.st["step"])
+    if on_resume is not None:
+        on_resume(run.st["rows"])
+    if state is not None:
         ckpt.set_rng_state(state["rng"])  # last: nothing after it may draw
     del own, state
     run.train(vary if any(vary.values()) else None, stop_after_steps)
@@ -214,78 +212,87 @@ class _Run:
 
     def __init__(self, problem: Problem, base: dict[str, float], cfg: FixedConfig, log, path):
         self.problem, self.space, self.base, self.cfg = problem, problem.space, base, cfg
-        self.log, self.path = log, path
+        self.log_fn, self.path = log, path
         self.spe = steps_per_epoch(problem)
         by_epochs = max(1, round(cfg.epochs * self.spe)) if cfg.epochs is not None else math.inf
         self.total = min(by_epochs, cfg.max_steps if cfg.max_steps is not None else math.inf)
         ckpt.seed_everything(cfg.seed)  # a resumed run restores its RNG from the checkpoint
-        self.model = problem.build_model(0)
-        self.device = next(self.model.parameters()).device
-        self.opt = _optimizer(self.model, cfg)
+        self.device = torch.device(cfg.device)
+        self.model = problem.build_model(0).to(self.device)
+        self.opt = make_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.momentum)
         self.plateau = Plateau(
             cfg.lr_decay, cfg.decay_window, cfg.patience, cfg.min_lr, reset=cfg.decay_reset
         )
-        # pos: batches of `epoch` already trained on; best / final: evaluation rows
-        self.st: dict[str, Any] = {
-            "step": 0,
-            "epoch": 0,
-            "pos": 0,
-            "wall_s": 0.0,
-            "status": "ok",
-            "reason": None,
-            "best": None,
-            "final": None,
-        }
+        self.divergence = Divergence(problem, cfg.diverge_after)
+        # pos: batches of `epoch` already trained on; start: (step, wall_s) this run began at
+        # (a promotion: its parent's); best: the best evaluation row
+        self.st: dict[str, Any] = {"step": 0, "epoch": 0, "pos": 0, "rows": 0, "wall_s": 0.0,
+                                   "status": None, "reason": None, "best": None,
+                                   "start": (0, 0.0)}  # fmt: skip
 
     # --- state ---
     def save(self) -> None:
         if self.path is not None:
             state = {
+                "format": ckpt.FORMAT,
+                "loop": LOOP,
+                "config": asdict(self.cfg),
                 "model": self.model.state_dict(),
-                "optimizer": self.opt.state_dict(),
+                "optimizers": {"weights": self.opt.state_dict()},
                 "plateau": self.plateau.state_dict(),
+                "divergence": self.divergence.state_dict(),
+                "counters": dict(self.st),
                 "problem": self.problem.state_dict(),
-                "loop": dict(self.st),
                 "rng": ckpt.rng_state(),
             }
             ckpt.save_atomic(state, self.path)
 
     def load(self, state: dict[str, Any], promotion: bool) -> None:
+        changed = ckpt.changed_settings(state["config"], asdict(self.cfg), _RESUMABLE)
+        if changed:
+            raise ValueError(
+                f"checkpoint was written with other settings: {', '.join(changed)}; "
+                "use the same config or another checkpoint_path"
+            )
         self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
+        self.opt.load_state_dict(state["optimizers"]["weights"])
         self.plateau.load_state_dict(state["plateau"])
+        self.divergence.load_state_dict(state["divergence"])
         self.problem.load_state_dict(state["problem"])
-        self.st.update(state["loop"])
+        self.st.update(state["counters"])
         if self.st["status"] == "interrupted":  # cut on purpose: carry on
-            self.st["status"] = "ok"
-        if promotion:  # continue with this run's budget and a fresh verdict
-            self.st.update(status="ok", reason=None)
+            self.st["status"] = None
+        if promotion:  # continue with this run's budget, rows and a fresh verdict
+            self.st.update(status=None, reason=None, rows=0,
+                           start=(self.st["step"], self.st["wall_s"]))  # fmt: skip
             self.plateau.reason = None
 
-    def result(self) -> dict[str, Any]:
-        st = self.st
-        best = st["best"] if st["status"] == "ok" else None
-        pick = {
-            k: None if best is None else best[k]
-            for k in ("val_loss", "test_loss", "val_metric", "test_metric")
-        }
-        return {
-            "status": st["status"],
+    def result(self) -> Result:
+        st, best = self.st, self.st["best"] or {}
+        epochs, (step0, wall0) = st["step"] / self.spe, st["start"]
+        pick = {k: best.get(k, math.nan) for k in ("val_loss", "test_loss", "val_metric",
+                                                   "test_metric")}  # fmt: skip
+        return Result(
+            status=st["status"] or "ok",
+            reason=st["reason"],
             **pick,
-            "metric_name": self.problem.metric_name,
-            "epochs": st["step"] / self.spe,
-            "steps": st["step"],
-            "wall_s": st["wall_s"],
-            "hparams": dict(self.base),
-            "stop_reason": st["reason"],
-            "final": st["final"],
-        }
+            metric_name=getattr(self.problem, "metric_name", "metric"),
+            epochs=epochs,
+            steps=st["step"],
+            wall_s=st["wall_s"],
+            hparams=dict(self.base),
+            spent={"epochs": (st["step"] - step0) / self.spe, "seconds": st["wall_s"] - wall0},
+        )
+
+    def end(self, status: str, reason: str | None) -> None:
+        if self.st["status"] is None:
+            self.st["status"], self.st["reason"] = status, reason
 
     # --- training ---
     def train(self, vary: dict[str, Any] | None, stop_after: int | None = None) -> None:
         st, cfg = self.st, self.cfg
         t0 = time.perf_counter() - st["wall_s"]
-        while st["step"] < self.total and st["status"] == "ok" and st["reason"] is None:
+        while st["step"] < self.total and st["status"] is None:
             finished_epoch = True
             for batch in ckpt.skip(self.problem.train_batches(st["epoch"]), st["pos"]):
                 if st["step"] >= self.total:
@@ -293,35 +300,32 @@ class _Run:
                     break
                 values = values_at(st["step"], self.space, self.base, **vary) if vary else self.base
                 loss = self.step(batch, values)
-                if not math.isfinite(loss):
-                    st["status"], st["reason"] = "diverged", f"non-finite loss at step {st['step']}"
+                why = Divergence.loss(loss, "training loss", st["step"] + 1)
+                if why is not None:
+                    self.end("diverged", why)
                     break
                 st["step"], st["pos"] = st["step"] + 1, st["pos"] + 1
                 st["wall_s"] = time.perf_counter() - t0
                 if vary or (cfg.log_every and st["step"] % cfg.log_every == 0):
-                    self.log(
-                        {"kind": "train", **self._where(), "train_loss": loss, "hparams": values}
-                    )
-                if cfg.checkpoint_every and st["step"] % cfg.checkpoint_every == 0:
-                    self.save()
+                    self.log({"kind": "train", "train_loss": loss, "hparams": values})
                 if stop_after is not None and st["step"] >= stop_after:
-                    st["status"] = "interrupted"
+                    self.end("interrupted", None)
                     break
-            if st["status"] != "ok":
+            if st["status"] is not None:
                 break
             if finished_epoch:
-                if st["pos"] == 0:
-                    raise ValueError("the problem's train_batches yielded no batch")
                 st["epoch"], st["pos"] = st["epoch"] + 1, 0
             self.evaluate()
             st["wall_s"] = time.perf_counter() - t0
             self.save()
-        if st["status"] != "ok":  # diverged or interrupted: where it stopped
+        if st["status"] in ("diverged", "interrupted"):  # where it stopped
             self.save()
 
     def step(self, batch: Any, values: Mapping[str, float]) -> float:
         """One SGD step at `values`; returns the training loss (not applied if not finite)."""
-        hb = HyperBatch.fixed(self.space, values, self.problem.batch_size(batch), self.device)
+        batch = to_device(batch, self.device)
+        n = batch_size(self.problem, batch)
+        hb = HyperBatch.fixed(self.space, values, n, self.device)
         self.model.train()
         loss = self.problem.train_loss(self.model, batch, hb)
         value = loss.item()
@@ -334,33 +338,28 @@ class _Run:
         self.opt.step()
         return value
 
-    def _where(self) -> dict[str, Any]:
+    def log(self, row: dict[str, Any]) -> None:
         st = self.st
-        return {"step": st["step"], "epoch": st["step"] / self.spe, "wall_s": st["wall_s"]}
+        where = {"row": st["rows"], "kind": row.pop("kind"), "step": st["step"],
+                 "epoch": st["step"] / self.spe}  # fmt: skip
+        st["rows"] += 1
+        self.log_fn({**where, **row, "wall_s": st["wall_s"]})
 
     def evaluate(self) -> None:
-        """Val and test passes at the base values; best record, plateau rules, one row."""
+        """Val and test passes at the base values; best record, divergence and plateau rules."""
         st, base, space, device = self.st, self.base, self.space, self.device
         hyper_fn = lambda b: HyperBatch.fixed(space, base, b, device)  # noqa: E731
         self.model.eval()
         with torch.no_grad():
             val = self.problem.evaluate(self.model, hyper_fn, "val")
             test = self.problem.evaluate(self.model, hyper_fn, "test")
-        row = {
-            "kind": "eval",
-            **self._where(),
-            "val_loss": val["loss"],
-            "val_metric": val["metric"],
-            "test_loss": test["loss"],
-            "test_metric": test["metric"],
-            "lr": self.opt.param_groups[0]["lr"],
-            "hparams": dict(base),
-        }
-        self.log(row)
-        st["final"] = row
-        if not (math.isfinite(val["loss"]) and math.isfinite(test["loss"])):
-            st["status"], st["reason"] = "diverged", f"non-finite evaluation loss at {st['step']}"
-        elif st["best"] is None or val["loss"] < st["best"]["val_loss"]:
+        row = {"val_loss": float(val["loss"]), "val_metric": float(val["metric"]),
+               "test_loss": float(test["loss"]), "test_metric": float(test["metric"])}  # fmt: skip
+        self.log({"kind": "eval", **row, "lr": self.opt.param_groups[0]["lr"], "hparams": base})
+        why = self.divergence.evaluation(row["val_loss"], st["step"])
+        if why is not None:
+            self.end("diverged", why)
+        elif st["best"] is None or row["val_loss"] < st["best"]["val_loss"]:
             st["best"] = row
-        if st["status"] == "ok" and self.plateau.step(val["loss"], [self.opt]):
-            st["reason"] = self.plateau.reason
+        if st["status"] is None and self.plateau.step(row["val_loss"], [self.opt]):
+            self.end("ok", self.plateau.reason)

@@ -1,12 +1,15 @@
-"""The objective: one run of an experiment in one run folder, returned as a result record.
+"""The objective: one run of an experiment in one run folder, returned as its result record.
 
     rec = run_trial(exp, "random", seed, {"dropout1": 0.3, ...}, runs / "trial4")
     rec = run_stn(exp, "stn", seed, runs / "stn" / "seed0")
 
 Both reuse a finished run (its result.json), resume an interrupted one from its checkpoint, and
 otherwise write spec.json first, metrics.jsonl rows while training (mirrored to W&B), and
-result.json last, atomically. `seed` is the run's own (already derived) seed. A diverged run is
-a result (status "diverged"); an exception is left to the caller, who records it as "failed".
+result.json last, atomically. The run's folder is locked while it trains
+(`experiments.store.lock`): a second process asked for the same run waits for the first and
+then reuses its result, so no run is ever trained twice at once. `seed` is the run's own
+(already derived) seed. A diverged run is a result (status "diverged" with its reason); an
+exception is left to the caller, who records it as "failed" (experiments.jobs.guarded).
 
 Weight training is the task's (epochs, optimiser, learning rate, clipping, plateau rules) for
 every method; `exp.stn` holds the STN-only settings.
@@ -14,27 +17,20 @@ every method; `exp.stn` holds the STN-only settings.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .fixed import TRAIN_FIELDS, FixedConfig, steps_per_epoch, train_fixed
+from .fixed import TRAIN_FIELDS, FixedConfig, train_fixed
 from .progress import Progress
-from .spec import Variant, to_dict
-from .store import RunDir
+from .spec import SpecError, Variant, to_dict
+from .store import Busy, Place, RunDir, describe_holder, flatten, lock, sibling
 
-__all__ = ["run_stn", "run_trial", "stn_config", "stn_methods"]
-
-STN = ("stn", "delta-stn")
-KEEP_CHECKPOINT = ("hyperband",)  # searchers that resume later trials from earlier ones
-
-
-def stn_methods(exp: Any) -> tuple[str, ...]:
-    """The methods `run_stn` runs for `exp`: stn, delta-stn and the experiment's `stn_inits`."""
-    return STN + tuple(m for m in getattr(exp, "stn_inits", {}) if m not in STN)
+__all__ = ["check_stn_settings", "run_stn", "run_trial", "stn_config"]
 
 
 # --- the two entry points ----------------------------------------------------------------------
@@ -50,6 +46,8 @@ def run_trial(
     epochs: float | None = None,
     resume_from: str | Path | None = None,
     variant: Variant | None = None,
+    keep_checkpoint: bool = False,
+    retry_failed: bool = False,
     wandb: str = "off",
     device: str = "cpu",
     stop_after_steps: int | None = None,
@@ -57,44 +55,35 @@ def run_trial(
     """Train the plain network at fixed hyperparameters (a search trial or a Table 1 variant).
 
     params: the trial's values (None: the variant's values, else the space's initial values).
-    epochs: this trial's budget (None: the task's); resume_from: an earlier trial's folder or
-    checkpoint (Hyperband promotion). stop_after_steps cuts the run (status "interrupted", no
-    result.json) so that a later call resumes it.
+    epochs: this trial's budget (None: the task's); resume_from: an earlier trial's folder
+    whose checkpoint this one continues (a Hyperband promotion); keep_checkpoint: leave this
+    run's checkpoint for a later trial to continue from. retry_failed: a run recorded as failed
+    (its job died) resumes from its checkpoint, its record kept as failed.json; a search's
+    trials keep theirs (the searcher has seen it). stop_after_steps cuts the run (status
+    "interrupted", no result.json) so that a later call resumes it.
     """
     run = RunDir(run_dir)
-    if run.done:
-        return run.read_result()
+    if (rec := _reusable(run, retry_failed)) is not None:
+        return rec
     problem = exp.task.build(seed, device)  # a missing dataset fails here, before any write
     kwargs = _variant_kwargs(variant, run.path) if variant is not None else {}
     base = kwargs.pop("values", None)
     values = dict(params) if params is not None else base
     budget = {"epochs": epochs} if epochs is not None else {}
-    cfg = FixedConfig.from_task(exp.task, seed=seed, **budget)
-    source = _checkpoint_of(resume_from)
-    spec = {
-        "method": method,
-        "seed": seed,
-        "params": values,
-        "epochs": epochs,
-        "resume_from": None if source is None else str(source),
-        "variant": to_dict(variant),
-        "fixed_config": dataclasses.asdict(cfg),
-    }
-    with _Recorder(exp, method, seed, run, spec, cfg.epochs, wandb, key="step") as rec:
-        if source is None and not run.checkpoint_file.exists():
-            rec.truncate(-1)  # a fresh start: rows of an attempt cut before its first checkpoint
-        result = train_fixed(
-            problem,
-            values,
-            cfg,
-            log=rec.log,
-            checkpoint_path=run.checkpoint_file,
-            resume_from=source,
-            on_resume=rec.truncate,
-            stop_after_steps=stop_after_steps,
-            **kwargs,
-        )
-        return rec.finish(result, keep_checkpoint=method in KEEP_CHECKPOINT)
+    cfg = FixedConfig.from_task(exp.task, seed=seed, device=str(device), **budget)
+    source = RunDir(resume_from).checkpoint_file if resume_from is not None else None
+    spec = {"method": method, "seed": seed, "params": values, "epochs": epochs,
+            "resume_from": None if resume_from is None else str(resume_from),
+            "variant": to_dict(variant), "fixed_config": dataclasses.asdict(cfg)}  # fmt: skip
+    with _claim(run, retry_failed) as done:
+        if done is not None:
+            return done
+        with _Recorder(exp, run, spec, problem, wandb, cfg.epochs, device) as rec:
+            result = train_fixed(problem, values, cfg, log=rec.log,
+                                 checkpoint_path=run.checkpoint_file, resume_from=source,
+                                 on_resume=rec.resume, stop_after_steps=stop_after_steps,
+                                 **kwargs)  # fmt: skip
+            return rec.finish(result, keep_checkpoint)
 
 
 def run_stn(
@@ -103,88 +92,99 @@ def run_stn(
     seed: int,
     run_dir: str | Path,
     *,
+    retry_failed: bool = True,
     wandb: str = "off",
     device: str = "cpu",
     stop_after_steps: int | None = None,
 ) -> dict[str, Any]:
-    """One STN or Delta-STN run (method "stn", "delta-stn" or a key of `exp.stn_inits`)."""
+    """One STN or Delta-STN run (a method of `exp.stn_methods`); a failed one resumes."""
     from stn.loop import train
+    from stn.problem import steps_per_epoch
 
+    if method not in exp.stn_methods:
+        valid = ", ".join(exp.stn_methods)
+        raise SpecError(f"run_stn: unknown method {method!r}; valid: {valid}")
     run = RunDir(run_dir)
-    if run.done:
-        return run.read_result()
-    valid = stn_methods(exp)
-    if method not in valid:
-        raise ValueError(f"run_stn: unknown method {method!r}; valid: {', '.join(valid)}")
+    if (rec := _reusable(run, retry_failed)) is not None:
+        return rec
     task = exp.task
-    inits = getattr(exp, "stn_inits", {}).get(method)
-    if inits:
+    if inits := exp.stn_inits.get(method):
         task = dataclasses.replace(task, init={**task.init, **inits})
     problem = task.build(seed, device)
-    spe = steps_per_epoch(problem)
-    cfg = stn_config(exp, method, seed, device, spe, task=task)
-    spec = {
-        "method": method,
-        "seed": seed,
-        "stn_config": dataclasses.asdict(cfg),
-        "init": problem.space.init(),
-    }
-    with _Recorder(exp, method, seed, run, spec, task.epochs, wandb, key="row") as rec:
-        rec.spe = spe
-        out = train(
-            problem,
-            cfg,
-            log=rec.log,
-            checkpoint_path=run.checkpoint_file,
-            stop_after_steps=stop_after_steps,
-        )
-        return rec.finish(out.as_record(), keep_checkpoint=True)
+    cfg = stn_config(exp, method, seed, device, steps_per_epoch(problem), task=task)
+    spec = {"method": method, "seed": seed, "stn_config": dataclasses.asdict(cfg),
+            "init": problem.space.init()}  # fmt: skip
+    with _claim(run, retry_failed) as done:
+        if done is not None:
+            return done
+        with _Recorder(exp, run, spec, problem, wandb, task.epochs, device) as rec:
+            out = train(problem, cfg, log=rec.log, checkpoint_path=run.checkpoint_file,
+                        on_resume=rec.resume, stop_after_steps=stop_after_steps)  # fmt: skip
+            return rec.finish(out, keep_checkpoint=True)
+
+
+def _reusable(run: RunDir, retry_failed: bool) -> dict[str, Any] | None:
+    """The run's result if it is final (not a failure to retry)."""
+    rec = run.read_result()
+    return None if rec is None or (retry_failed and rec["status"] == "failed") else rec
+
+
+@contextlib.contextmanager
+def _claim(run: RunDir, retry_failed: bool) -> Iterator[dict[str, Any] | None]:
+    """Hold the run's lock; yield its result if another process finished it meanwhile, else
+    None (a failed result to retry is set aside as failed.json first)."""
+
+    def waiting(busy: Busy) -> None:
+        print(f"{run.path}: waiting for {describe_holder(busy.who)}", file=sys.stderr, flush=True)
+
+    with lock(run.path, on_wait=waiting):
+        rec = run.read_result(writer=True)
+        if rec is not None and retry_failed and rec["status"] == "failed":
+            run.reopen_failed()
+            why = rec.get("reason") or rec.get("error") or "failed"
+            print(f"{run.path}: resuming a failed run ({why})", file=sys.stderr, flush=True)
+            rec = None
+        yield rec
 
 
 # --- settings ----------------------------------------------------------------------------------
+
+
+def check_stn_settings(exp: Any) -> None:
+    """A weight-training setting changed in exp.stn (e.g. stn.lr) is refused: it belongs to
+    the task, which trains the weights of every method the same way."""
+    from stn.loop import STNConfig
+
+    default, values = dataclasses.asdict(STNConfig()), dataclasses.asdict(exp.stn)
+    names = [n for n in TRAIN_FIELDS if n in values and hasattr(exp.task, n)]
+    shadowed = [n for n in names if values[n] != default[n] and values[n] != getattr(exp.task, n)]
+    if shadowed:
+        keys = ", ".join(f"stn.{n} -> task.{n}" for n in shadowed)
+        raise SpecError(f"weight-training settings belong to the task, set them there: {keys}")
 
 
 def stn_config(exp: Any, method: str, seed: int, device: str, steps_per_epoch: int,
                task: Any = None) -> Any:  # fmt: skip
     """The STNConfig of a run: exp.stn (with Delta-STN's preset for "delta-stn*" methods and
     `exp.searchers["delta-stn"]` overrides), the task's weight-training settings, seed, device.
-
-    A weight-training setting changed in exp.stn (e.g. stn.lr) is refused: it belongs to the
-    task, which trains the weights of every method the same way. Runs save their checkpoint at
-    least once per epoch (stn.checkpoint_every_steps 0 means steps_per_epoch here), like the
-    fixed loop: a SLURM job stopped by `scontrol requeue` or a node failure then loses at most
-    an epoch, instead of the whole run the loop's end-only default would lose.
-    """
+    A fractional task.epochs caps the steps at epochs x steps_per_epoch."""
     from stn.loop import STNConfig
 
+    check_stn_settings(exp)
     task = task if task is not None else exp.task
     default, values = dataclasses.asdict(STNConfig()), dataclasses.asdict(exp.stn)
-    names = [n for n in TRAIN_FIELDS if n in values and hasattr(task, n)]
-    shadowed = [n for n in names if values[n] != default[n] and values[n] != getattr(task, n)]
-    if shadowed:
-        keys = ", ".join(f"stn.{n} -> task.{n}" for n in shadowed)
-        raise ValueError(f"weight-training settings belong to the task, set them there: {keys}")
     if method.startswith("delta-stn"):
         preset = dataclasses.asdict(STNConfig.delta_stn())
         values.update({k: v for k, v in preset.items() if v != default[k]})
         values.update(exp.searchers.get("delta-stn", {}))
-    values.update({n: getattr(task, n) for n in names})
+    values.update({n: getattr(task, n) for n in TRAIN_FIELDS if n in values and hasattr(task, n)})
     epochs = task.epochs
     values["epochs"] = max(1, math.ceil(epochs))
     if epochs != math.ceil(epochs):  # a fractional budget: cap the steps
         cap = max(1, round(epochs * steps_per_epoch))
         values["max_steps"] = min(cap, values["max_steps"] or cap)
     values.update(seed=seed, device=str(device))
-    values["checkpoint_every_steps"] = values["checkpoint_every_steps"] or steps_per_epoch
     return STNConfig.from_dict(values)
-
-
-def _checkpoint_of(path: str | Path | None) -> Path | None:
-    """A run folder's checkpoint file (or the file itself)."""
-    if path is None:
-        return None
-    path = Path(path)
-    return RunDir(path).checkpoint_file if path.is_dir() else path
 
 
 def _variant_kwargs(variant: Variant, run_dir: Path) -> dict[str, Any]:
@@ -196,7 +196,7 @@ def _variant_kwargs(variant: Variant, run_dir: Path) -> dict[str, Any]:
     }
     if variant.use == "values":
         return out
-    src = RunDir(run_dir.parent.parent / variant.from_method / run_dir.name)
+    src = RunDir(sibling(run_dir, variant.from_method))
     record = src.read_result()
     if record is None or record.get("status") != "ok":
         raise ValueError(
@@ -218,66 +218,36 @@ def _variant_kwargs(variant: Variant, run_dir: Path) -> dict[str, Any]:
 
 # --- recording ---------------------------------------------------------------------------------
 
-_SEED_DIR, _TRIAL_DIR = re.compile(r"^seed(\d+)$"), re.compile(r"^trial(\d+)$")
 
+def _software(device: str) -> dict[str, Any]:
+    """What of torch a run records: its version, thread count and the device's name."""
+    import torch
 
-def _place(run_dir: Path, seed: int) -> tuple[int, int | None]:
-    """(experiment seed, trial) from the run store layout .../seed<k>[/trial<id>]."""
-    trial = _TRIAL_DIR.match(run_dir.name)
-    seed_dir = run_dir.parent if trial else run_dir
-    k = _SEED_DIR.match(seed_dir.name)
-    return (int(k[1]) if k else seed), (int(trial[1]) if trial else None)
-
-
-def _store_row(row: Mapping[str, Any], spe: int | None) -> dict[str, Any]:
-    """STN rows ("hp/x", "sigma/x") nested as {"hparams": {...}, "sigmas": {...}} like the fixed
-    loop's, with "epoch" as fractional epochs trained (steps / steps per epoch)."""
-    out: dict[str, Any] = {}
-    for k, v in row.items():
-        group, _, name = k.partition("/")
-        if name and group in ("hp", "sigma"):
-            out.setdefault("hparams" if group == "hp" else "sigmas", {})[name] = v
-        else:
-            out[k] = v
-    if spe and "step" in out:
-        out["epoch"] = out["step"] / spe
-    return out
-
-
-def _wandb_row(row: Mapping[str, Any]) -> dict[str, float]:
-    """Numbers only, nested dicts flattened as "hparams/x"."""
-    out = {}
-    for k, v in row.items():
-        if isinstance(v, Mapping):
-            out.update({f"{k}/{n}": x for n, x in v.items() if isinstance(x, (int, float))})
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[k] = v
-    return out
+    name = torch.cuda.get_device_name(device) if str(device).startswith("cuda") else "cpu"
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": name}
 
 
 class _Recorder:
-    """spec.json on entry; each row to metrics.jsonl, W&B and the progress display; the result.
+    """spec.json on entry; each row to metrics.jsonl, W&B and the progress display; the result."""
 
-    key: the row field a resumed run re-logs from ("step" for the fixed loop, "row" for STN).
-    """
-
-    def __init__(self, exp: Any, method: str, seed: int, run: RunDir, spec: dict[str, Any],
-                 epochs: float | None, wandb: str, key: str):  # fmt: skip
-        self.run, self.key, self.spe = run, key, None
-        self.truncated = False  # rows of an earlier attempt beyond its checkpoint are dropped
-        k, trial = _place(run.path, seed)
-        self.spec = {"experiment": to_dict(exp), **spec, "experiment_seed": k, "trial": trial}
-        run.write_spec(self.spec)
+    def __init__(self, exp: Any, run: RunDir, spec: dict[str, Any], problem: Any, wandb: str,
+                 epochs: float | None, device: str):  # fmt: skip
         from .wandb_mirror import Mirror, run_id_for
 
-        name = f"{method}-seed{k}" + ("" if trial is None else f"-trial{trial}")
+        self.run = run
+        place = run.place or Place(exp.name, spec["method"], spec["seed"])
+        space = [dataclasses.asdict(p) for p in problem.space]
+        spec = {"experiment": to_dict(exp), **spec, "experiment_seed": place.seed,
+                "trial": place.trial, "space": space}  # fmt: skip
+        self.spec = run.write_spec(spec, **_software(device))  # W&B's config: the same record
+        name = place.name.replace(" ", "-")
+        group = f"{place.method}-seed{place.seed}"
         self.mirror = Mirror(
-            wandb, project=exp.name, group=f"{method}-seed{k}", job_type=method, name=name,
-            run_id=run_id_for(exp.name, method, k, trial), config=self.spec,
-            tags=[method, type(exp.task).__name__, f"seed{k}"], dir=run.path,
+            wandb, project=exp.name, group=group, job_type=place.method, name=name,
+            run_id=run_id_for(exp.name, place.method, place.seed, place.trial), config=self.spec,
+            tags=[place.method, type(exp.task).__name__, f"seed{place.seed}"], dir=run.path,
         )  # fmt: skip
-        total = math.ceil(epochs) if epochs else None
-        self.progress = Progress(f"{exp.name}/{name}", total)
+        self.progress = Progress(f"{exp.name}/{name}", math.ceil(epochs) if epochs else None)
 
     def __enter__(self) -> _Recorder:
         return self
@@ -286,33 +256,28 @@ class _Recorder:
         self.progress.close()
         self.mirror.finish(exit_code=1 if exc_type is not None else 0)
 
-    def truncate(self, value: int) -> None:
-        """Drop rows logged after the checkpoint a run resumes from (their `key` > value)."""
-        if not self.truncated:
-            if self.run.metrics_file.exists():
-                self.run.truncate_metrics(value, key=self.key)
-            self.truncated = True
+    def resume(self, rows: int) -> None:
+        """Keep the rows the starting state had logged; it logs the later ones again."""
+        self.run.keep_rows(rows)
 
     def log(self, row: dict[str, Any]) -> None:
-        row = _store_row(row, self.spe)
-        if self.key == "row" and not self.truncated:  # STN re-logs from its checkpoint's row
-            self.truncate(row["row"] - 1)
         self.run.log(row)
-        self.mirror.log(_wandb_row(row), step=int(row.get("step", 0)))
-        if row.get("kind") == "eval":
+        self.mirror.log(flatten(row), step=int(row["step"]))
+        if row["kind"] == "eval":
             self.progress.update(_describe(row))
 
-    def finish(self, result: dict[str, Any], keep_checkpoint: bool) -> dict[str, Any]:
+    def finish(self, result: Any, keep_checkpoint: bool) -> dict[str, Any]:
         """Write result.json (unless the run was cut) and the W&B summary; return the record."""
-        record = dict(result)
+        record = result.as_record()
         if record["status"] == "interrupted":
             return record
         self.run.write_result(record)
         # the result record, so that analysis.wandb_source rebuilds result.json from W&B
         self.mirror.summary(**{f"best_{k}": record.get(k) for k in
                                ("val_loss", "test_loss", "val_metric", "test_metric")},
-                            status=record["status"], epochs=record.get("epochs"),
-                            wall_s=record.get("wall_s"), metric_name=record.get("metric_name"),
+                            status=record["status"], reason=record.get("reason"),
+                            epochs=record.get("epochs"), wall_s=record.get("wall_s"),
+                            spent=record.get("spent"), metric_name=record.get("metric_name"),
                             best_hparams=record.get("hparams"))  # fmt: skip
         if not keep_checkpoint:
             self.run.checkpoint_file.unlink(missing_ok=True)

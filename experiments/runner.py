@@ -3,11 +3,17 @@
     results = run_experiment(registry.get("digits-mlp"), ["stn", "random"], [0], "runs",
                              launcher="debug", smoke=True, overrides=["budget.trials=3"])
 
-Everything is checked before anything is written (methods, seeds, searcher options, run folders
-left by a different spec); then one loop submits and polls every unit of work through one
-submitit executor: an STN run or a variant is one job (STN runs of all seeds go as one job array
-on SLURM), a search is driven from here (experiments.driver). Rerunning the same command reuses
-finished runs and resumes the rest.
+First every check that can run before work starts (`plan`: methods, seeds, settings in their
+section, searcher options, data files, the runs folder, run folders left by another spec,
+searches another process drives); it writes nothing. Then one loop drives every unit of work
+through one submitit executor. A unit is one (method, seed):
+- `JobUnit`: one job that writes its own record: an STN run or a variant (result.json), or with
+  the local launcher a whole search (search.json; experiments.driver.search_job);
+- `Search` (experiments.driver): a search driven from here, one job per trial.
+Rerunning the same command reuses finished runs and resumes the rest. Each run and search folder
+is locked by the one process writing it (experiments.store.lock): a job finding its run locked
+(by a job of an earlier driver that was killed, or of a second identical command) waits for it
+and reuses its result; a search another process drives is refused in one line.
 """
 
 from __future__ import annotations
@@ -17,31 +23,27 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import driver
-from .driver import SUMMARY, Search
+from .driver import Search
 from .jobs import Call, collect, stn_job, submit, trial_job
 from .progress import Progress
 from .spec import Experiment, SpecError, apply_overrides, derive_seed, to_dict
 from .spec import smoke as smoke_spec
-from .store import RunDir, run_path
+from .store import Busy, Place, RunDir, SearchDir, describe_holder, holder, lock, verdict
 from .wandb_mirror import MODES
 
-__all__ = [
-    "STN_METHODS",
-    "WANDB_MODES",
-    "resolve",
-    "run_experiment",
-    "valid_methods",
-    "wandb_offline_dirs",
-]
+__all__ = ["WANDB_MODES", "plan", "resolve", "run_experiment", "valid_methods",
+           "wandb_offline_dirs"]  # fmt: skip
 
-STN_METHODS = ("stn", "delta-stn")
 WANDB_MODES = MODES
 
 
@@ -50,8 +52,7 @@ def valid_methods(exp: Experiment) -> tuple[str, ...]:
     the experiment's variants."""
     from baselines import SEARCHERS
 
-    stn = STN_METHODS + tuple(m for m in exp.stn_inits if m not in STN_METHODS)
-    return stn + tuple(SEARCHERS) + tuple(v for v in exp.variants if v not in SEARCHERS)
+    return exp.stn_methods + tuple(SEARCHERS) + tuple(v for v in exp.variants if v not in SEARCHERS)
 
 
 def resolve(
@@ -69,31 +70,18 @@ def resolve(
     return exp
 
 
-class SingleRun:
-    """One job: an STN run or a variant, started once the run it needs (if any) is done; with
-    the local launcher also a whole search (driver.search_job)."""
+class JobUnit:
+    """One (method, seed) that runs as one job writing its own record: an STN run or a variant,
+    started once the run it needs (if any) is done; or a whole search (kind "search")."""
 
-    def __init__(self, method: str, seed: int, folder: Path, call: Call, needs: Path | None):
-        self.method, self.seed, self.dir, self.call, self.needs = method, seed, folder, call, needs
-        self.record: dict[str, Any] | None = RunDir(folder).read_result()  # reused if done
-        if call[0] is driver.search_job:  # a finished search is reused from its summary
-            summary = _read_json(folder / SUMMARY) or {}
-            self.record = (
-                {"status": "ok", **summary["best"]}
-                if summary.get("best") and summary.get("finished")
-                else None
-            )
+    def __init__(self, place: Place, kind: str, folder: Path, call: Call, needs: Path | None,
+                 budget: dict[str, Any] | None = None):  # fmt: skip
+        self.place, self.kind, self.dir, self.call, self.needs = place, kind, folder, call, needs
+        self.method, self.seed = place.method, place.seed
+        self.record = _final(folder, kind, budget)  # reused when final
         self.inflight: dict[int, Any] = {}
-
-    def reopen(self) -> None:
-        """A run (not a whole search) that failed, e.g. its job died, runs again from its
-        checkpoint: its result is set aside as failed.json. Called once every check passed."""
-        if self.call[0] is driver.search_job or (self.record or {}).get("status") != "failed":
-            return
-        RunDir(self.dir).reopen_failed()
-        print(f"{self.method} seed{self.seed}: resuming a failed run "
-              f"({self.record.get('error') or 'failed'})", file=sys.stderr, flush=True)  # fmt: skip
-        self.record = None
+        failed = RunDir(folder).read_result() if kind == "run" and self.record is None else None
+        self.retrying = failed if failed is not None and failed["status"] == "failed" else None
 
     @property
     def ready(self) -> bool:
@@ -108,9 +96,29 @@ class SingleRun:
         job = self.inflight.get(0)
         if job is None or not job.done():
             return 0
-        self.record = collect(job, self.dir, None)
+        run_dir = self.dir if self.kind == "run" else None  # a search writes no result.json
+        self.record = collect(job, run_dir, None)
         self.inflight.clear()
         return 1
+
+    def outcome(self) -> dict[str, Any]:
+        if self.kind == "search":  # its summary (search.json), or why the job failed
+            return SearchDir(self.dir).read_summary() or dict(self.record or {})
+        return dict(self.record or {})
+
+
+def _final(folder: Path, kind: str, budget: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A unit's record if its work is done: the summary of a search finished with this budget
+    (a larger one extends it), or a run's result (a failed run is not: it resumes)."""
+    if kind == "search":
+        s = SearchDir(folder).read_summary()
+        final = s is not None and s.get("finished") and not _differs(_get(budget, ()), s["budget"])
+        return s if final else None
+    rec = RunDir(folder).read_result()
+    return None if rec is None or rec["status"] == "failed" else rec
+
+
+# --- the checks ---------------------------------------------------------------------------------
 
 
 def _check_stale(folder: Path, then: Any, exp: Experiment, keys: Sequence[tuple[str, ...]]):
@@ -120,12 +128,20 @@ def _check_stale(folder: Path, then: Any, exp: Experiment, keys: Sequence[tuple[
     if not isinstance(then, dict):
         return
     now = to_dict(exp)
-    changed = [".".join(k) for k in keys if k[0] in then and _get(now, k) != _get(then, k)]
+    changed = [".".join(k) for k in keys if k[0] in then and _differs(_get(now, k), _get(then, k))]
     if changed:
         raise SpecError(
             f"{folder} holds runs of a different spec (changed: {', '.join(changed)}); "
             "pass another --runs-dir or remove that folder"
         )
+
+
+def _differs(now: Any, then: Any) -> bool:
+    """A setting recorded with another value. Settings present on one side only are not a
+    difference: they were added to or removed from the code since (their defaults ran)."""
+    if isinstance(now, dict) and isinstance(then, dict):
+        return any(_differs(now[k], then[k]) for k in now.keys() & then.keys())
+    return now != then
 
 
 def _get(d: Any, parts: Sequence[str]) -> Any:
@@ -134,91 +150,89 @@ def _get(d: Any, parts: Sequence[str]) -> Any:
     return json.loads(json.dumps(d))  # tuples and lists compare equal
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _check_runs_dir(path: Path) -> None:
+    """The run store's folder must be a folder, or creatable in one, where a file can be made
+    (os.access says yes to root everywhere, /proc and /sys included: try it)."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SpecError(f"--runs-dir {path}: {existing} is not a folder")
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".stn-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise SpecError(f"--runs-dir {path}: cannot write in {existing} ({e.strerror})") from None
 
 
-def _recorded(path: Path, key: str) -> Any:
-    return (_read_json(path) or {}).get(key)
-
-
-def _plan(
-    exp: Experiment,
-    methods: Sequence[str],
-    runs: Path,
-    objectives: dict[str, Callable],
-    wandb: str,
-    bar: bool | None,
-) -> list:
-    """Check everything and build the units of work (SingleRun or Search); writes nothing."""
+def plan(exp: Experiment, methods: Sequence[str], runs: Path, objectives: dict[str, Callable],
+         wandb: str) -> list[JobUnit | Place]:  # fmt: skip
+    """Check everything and list the units of work: a JobUnit, or the Place of a search to drive
+    from here. Writes nothing; raises SpecError (one line) at the first problem."""
     from baselines import SEARCHERS
+
+    from .objective import check_stn_settings
 
     valid = valid_methods(exp)
     for m in methods:
         if m not in valid:
             raise SpecError(f"unknown method {m!r}; valid: {', '.join(valid)}")
+    _check_runs_dir(runs)
+    if any(m in exp.stn_methods for m in methods):
+        check_stn_settings(exp)
     check_data = getattr(exp.task, "check_data", None)
-    if check_data is not None:  # a missing dataset: one line, before any job or folder
+    if check_data is not None:  # a missing or malformed dataset: one line, before any job
         check_data()
-    units: list = []
+    units: list[JobUnit | Place] = []
     for m in methods:
-        is_stn, is_variant = m in STN_METHODS or m in exp.stn_inits, m in exp.variants
-        if m in SEARCHERS and not is_variant:
+        is_search = m in SEARCHERS and m not in exp.variants
+        if is_search:
             driver.check_searcher(exp, m)
         for k in exp.seeds:
-            d = run_path(runs, exp.name, m, k)
-            if is_stn:
+            place = Place(exp.name, m, k)
+            d = place.path(runs)
+            if m in exp.stn_methods:
                 keys = (("task",), ("stn",), ("stn_inits", m), ("searchers", m))
-                _check_stale(d, _recorded(d / "spec.json", "experiment"), exp, keys)
+                _check_stale(d, (RunDir(d).read_spec() or {}).get("experiment"), exp, keys)
                 args = (objectives["stn"], exp, m, derive_seed(k, m), d, wandb)
-                units.append(SingleRun(m, k, d, (stn_job, args, {}), None))
-            elif is_variant:
-                units.append(_variant(exp, m, k, d, methods, objectives["trial"], wandb))
+                units.append(JobUnit(place, "run", d, (stn_job, args, {}), None))
+            elif not is_search:
+                units.append(_variant(exp, place, d, methods, objectives["trial"], wandb))
             else:
                 keys = (("task",), ("searchers", m))
-                _check_stale(d, _recorded(d / SUMMARY, "spec"), exp, keys)
-                search = Search(
-                    exp,
-                    m,
-                    k,
-                    runs,
-                    objective=objectives["trial"],
-                    wandb=wandb,
-                    launcher=exp.launch.launcher,
-                )
+                _check_stale(d, (SearchDir(d).read_summary() or {}).get("spec"), exp, keys)
                 if exp.launch.launcher == "local":  # one process per search, not per trial
                     args = (exp, m, k, runs, objectives["trial"], wandb)
-                    units.append(SingleRun(m, k, d, (driver.search_job, args, {}), None))
-                    continue
-                total = None if driver.finite_plan(m) else exp.budget.trials
-                search.progress = Progress(f"{m} seed{k}", total, bar=bar)
-                units.append(search)
+                    call = (driver.search_job, args, {})
+                    units.append(JobUnit(place, "search", d, call, None, to_dict(exp.budget)))
+                elif (who := holder(d)) is not None:
+                    raise Busy(d, who)
+                else:
+                    units.append(place)
     return units
 
 
-def _variant(
-    exp: Experiment,
-    name: str,
-    seed: int,
-    d: Path,
-    methods: Sequence[str],
-    objective: Callable[..., dict],
-    wandb: str,
-) -> SingleRun:
+def _variant(exp: Experiment, place: Place, d: Path, methods: Sequence[str],
+             objective: Callable[..., dict], wandb: str) -> JobUnit:  # fmt: skip
+    from .store import sibling
+
+    name, seed = place.method, place.seed
     v = exp.variants[name]
-    _check_stale(d, _recorded(d / "spec.json", "experiment"), exp, (("task",), ("variants", name)))
-    needs = d.parent.parent / v.from_method / d.name if v.from_method else None
+    then = (RunDir(d).read_spec() or {}).get("experiment")
+    _check_stale(d, then, exp, (("task",), ("variants", name)))
+    needs = sibling(d, v.from_method) if v.from_method else None
     if needs is not None and v.from_method not in methods and not RunDir(needs).done:
         raise SpecError(
             f"variant {name!r} needs the finished {v.from_method!r} run of seed {seed}; "
             f"add {v.from_method} to --methods or run it first"
         )
     args = (objective, exp, name, derive_seed(seed, name), None, d)
-    kwargs = {"epochs": None, "resume_from": None, "variant": v, "wandb": wandb}
-    return SingleRun(name, seed, d, (trial_job, args, kwargs), needs)
+    kwargs = {"variant": v, "wandb": wandb, "retry_failed": True}
+    return JobUnit(place, "run", d, (trial_job, args, kwargs), needs)
+
+
+# --- the sweep ----------------------------------------------------------------------------------
 
 
 def run_experiment(
@@ -241,7 +255,7 @@ def run_experiment(
     means offline on SLURM (compute nodes rarely reach the internet; `wandb sync` later), off
     elsewhere. `objectives` replaces {"stn": run_stn, "trial": run_trial} (tests). Bad input
     raises SpecError (or another ValueError subclass) before anything is written."""
-    from slurm.executors import make_executor
+    from slurm.executors import local_threads, make_executor
 
     exp = resolve(exp, smoke=smoke, overrides=overrides, launcher=launcher)
     if seeds is not None:
@@ -254,112 +268,109 @@ def run_experiment(
         wandb = "offline" if exp.launch.launcher == "slurm" else "off"
     if wandb not in WANDB_MODES:
         raise SpecError(f"unknown wandb mode {wandb!r}; valid: {', '.join(WANDB_MODES)}")
-    _check_runs_dir(Path(runs_dir))
     objectives = {**_default_objectives(), **(objectives or {})}
-    units = _plan(exp, methods, Path(runs_dir), objectives, wandb, bar)
-    executor = make_executor(exp.launch, Path(runs_dir) / exp.name / ".submitit", name=exp.name)
-    for u in units:  # every check passed: from here on the store may change
-        if isinstance(u, SingleRun):
-            u.reopen()
-    singles = sum(isinstance(u, SingleRun) for u in units)
+    runs = Path(runs_dir)
+    planned = plan(exp, methods, runs, objectives, wandb)
+    executor = make_executor(exp.launch, runs / exp.name / ".submitit", name=exp.name)
+    singles = sum(isinstance(u, JobUnit) for u in planned)
     progress = Progress(f"{exp.name} runs", singles, bar=bar)
+    for u in (u for u in planned if isinstance(u, JobUnit)):
+        if u.retrying is not None:
+            why = u.retrying.get("reason") or u.retrying.get("error") or "failed"
+            print(f"{u.place.name}: resuming a failed run ({why})", file=sys.stderr, flush=True)
+        if u.record is None and (who := holder(u.dir)) is not None:
+            print(f"{u.place.name}: in use by {describe_holder(who)}; waiting for it",
+                  file=sys.stderr, flush=True)  # fmt: skip
+    with contextlib.ExitStack() as stack:  # every check passed: from here on the store changes
+        units = [u if isinstance(u, JobUnit) else _search(stack, exp, u, runs, objectives["trial"],
+                                                          wandb, bar) for u in planned]  # fmt: skip
+        try:
+            with local_threads(exp.launch), _sigterm_interrupts():
+                _drive(units, executor, exp.launch, exp.budget.parallel, progress)
+        except KeyboardInterrupt:
+            if exp.launch.launcher == "local":  # its jobs would outlive us; SLURM's are re-attached
+                for job in (j for u in units for j in u.inflight.values()):
+                    getattr(job, "cancel", lambda **_: None)(check=False)
+            raise
+        finally:
+            for p in [progress] + [u.progress for u in units if isinstance(u, Search)]:
+                p.close()
+    return {(u.method, u.seed): u.outcome() if isinstance(u, JobUnit) else u.summary()
+            for u in units}  # fmt: skip
+
+
+def _search(stack: contextlib.ExitStack, exp: Experiment, place: Place, runs: Path,
+            objective: Callable[..., dict], wandb: str, bar: bool | None) -> Search:  # fmt: skip
+    """A search driven from here, its lock held until the sweep ends."""
+    stack.enter_context(lock(place.path(runs), wait=False))
+    total = None if driver.searcher_class(place.method).finite_plan else exp.budget.trials
+    progress = Progress(place.name, total, bar=bar)
+    return Search(exp, place.method, place.seed, runs, objective=objective, wandb=wandb,
+                  launcher=exp.launch.launcher, progress=progress)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (`kill`, a scheduler) stops the sweep as Ctrl-C does: local jobs are cancelled
+    instead of outliving their driver. (A SIGKILLed driver's jobs run on, holding their runs'
+    locks; a rerun waits for them and reuses their results.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
     try:
-        with _local_threads(exp.launch):
-            _drive(units, executor, exp.launch, exp.budget.parallel, progress)
-    except KeyboardInterrupt:
-        if exp.launch.launcher == "local":  # its jobs would outlive us; SLURM's are re-attached
-            for job in (j for u in units for j in u.inflight.values()):
-                getattr(job, "cancel", lambda **_: None)(check=False)
-        raise
+        yield
     finally:
-        for p in [progress] + [u.progress for u in units if isinstance(u, Search)]:
-            p.close()
-    return {(u.method, u.seed): _outcome(u) for u in units}
-
-
-def _check_runs_dir(path: Path) -> None:
-    """The run store's folder must be a folder we can write, or creatable in one."""
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise SpecError(f"--runs-dir {path}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise SpecError(f"--runs-dir {path}: {existing} is not writable")
-
-
-def _outcome(u: SingleRun | Search) -> dict[str, Any]:
-    """A run's result record, or a search's summary (also a search run as one local job)."""
-    if isinstance(u, Search):
-        return u.summary()
-    if u.call[0] is driver.search_job:
-        return _read_json(u.dir / SUMMARY) or dict(u.record or {})
-    return u.record
+        signal.signal(signal.SIGTERM, before)
 
 
 def _drive(units: list, executor: Any, launch: Any, parallel: int, progress: Progress) -> None:
     """Submit what may start, tell what finished, until every unit is finished.
 
     Local jobs share this machine: at most `parallel` run at once in all. On SLURM each search
-    keeps `parallel` trials in flight (an independent searcher submits its trials as one array
-    that runs `parallel` at a time), and the STN runs that can start go as one job array."""
+    keeps `parallel` trials in flight (a searcher with independent trials submits them as one
+    array that runs `parallel` at a time), and the runs that can start go as one job array."""
+    from slurm.executors import poll_interval
+
     cap = parallel if launch.launcher == "local" else math.inf
     while True:
         active = [u for u in units if not u.finished]
         if not active:
             return
         room = cap - sum(len(u.inflight) for u in units)
-        ready = [u for u in active if isinstance(u, SingleRun) and u.ready]
+        ready = [u for u in active if isinstance(u, JobUnit) and u.ready]
         ready = ready[: int(min(max(room, 0), len(ready)))]
         if ready:
-            _array_parallelism(executor, launch, launch.array_parallelism)
-            for u, job in zip(
-                ready, submit(executor, [u.call for u in ready], launch.max_array_size)
-            ):
+            calls = [u.call for u in ready]
+            jobs = submit(executor, calls, launch.max_array_size, launch.array_parallelism)
+            for u, job in zip(ready, jobs):
                 u.inflight[0] = job
             room -= len(ready)
         for u in (u for u in active if isinstance(u, Search)):
-            whole_array = launch.launcher == "slurm" and u.method in driver.INDEPENDENT
-            limit = launch.max_array_size if whole_array else parallel
-            _array_parallelism(executor, launch, parallel)
+            whole = launch.launcher == "slurm" and u.searcher.independent_trials
+            limit = launch.max_array_size if whole else parallel
             room -= u.fill(executor, int(min(limit, len(u.inflight) + max(room, 0))))
         told = 0
         for u in active:
             n = u.poll()
-            if n and isinstance(u, SingleRun):
+            if n and isinstance(u, JobUnit):
                 progress.update(_run_line(u))
             told += n
         if not told and any(u.inflight for u in units):
-            time.sleep(driver.poll_interval(launch.launcher))
+            time.sleep(poll_interval(launch.launcher))
 
 
-@contextlib.contextmanager
-def _local_threads(launch: Any) -> Iterator[None]:
-    """Local jobs share this machine's cores: give each launch.cpus_per_task threads, as SLURM
-    would, instead of torch's default of all cores per process (`parallel` jobs would then
-    oversubscribe them). The jobs inherit the variable; a value set by the user is kept."""
-    if launch.launcher != "local" or "OMP_NUM_THREADS" in os.environ:
-        yield
-        return
-    os.environ["OMP_NUM_THREADS"] = str(launch.cpus_per_task)
-    try:
-        yield
-    finally:
-        os.environ.pop("OMP_NUM_THREADS", None)
-
-
-def _array_parallelism(executor: Any, launch: Any, n: int) -> None:
-    """How many tasks of the next SLURM job array may run at once."""
-    if launch.launcher == "slurm":
-        executor.update_parameters(slurm_array_parallelism=int(n))
-
-
-def _run_line(u: SingleRun) -> str:
-    rec = u.record or {}
+def _run_line(u: JobUnit) -> str:
+    """'<method> seed<k> <status>[ val_loss=...][: reason]' of a finished unit."""
+    rec = verdict(u.outcome())
     val = rec.get("val_loss")
     loss = f" val_loss={val:.4g}" if isinstance(val, (int, float)) else ""
-    err = f": {rec['error']}" if rec.get("error") else ""
-    return f"{u.method} seed{u.seed} {rec.get('status')}{loss}{err}"
+    why = rec["reason"] if rec.get("status") != "ok" else None
+    return f"{u.place.name} {rec.get('status')}{loss}" + (f": {why}" if why else "")
 
 
 def _default_objectives() -> dict[str, Callable[..., dict]]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "STN_METHODS",
     "Budget",
     "Experiment",
     "SpecError",
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 VARIANT_USES = ("values", "final", "schedule")
+STN_METHODS = ("stn", "delta-stn")  # trained by STN's loop; an experiment's stn_inits add more
 
 
 class SpecError(ValueError):
@@ -52,12 +54,15 @@ class Budget:
     epochs: float | None = None  # total training epochs across a search's trials
     seconds: float | None = None  # wall-clock seconds of a search
     parallel: int = 4  # trials in flight at once
+    # a search ends after this many failed trials in a row (errors, not divergence): trials
+    # that fail at once would otherwise never use up a budget in epochs or seconds
+    failures: int | None = 10
 
     def __post_init__(self) -> None:
-        for name in ("trials", "epochs", "seconds"):
+        for name in ("trials", "epochs", "seconds", "failures"):
             v = getattr(self, name)
-            if v is not None and not (v > 0):
-                raise SpecError(f"budget.{name} must be positive or None, got {v}")
+            if v is not None and not (0 < v < math.inf):
+                raise SpecError(f"budget.{name} must be positive and finite or None, got {v}")
         if self.parallel < 1:
             raise SpecError(f"budget.parallel must be at least 1, got {self.parallel}")
 
@@ -114,6 +119,11 @@ class Experiment:
             raise SpecError(f"{self.name}: the method list is empty")
         if len(set(self.methods)) != len(self.methods):
             raise SpecError(f"{self.name}: repeated methods {list(self.methods)}")
+
+    @property
+    def stn_methods(self) -> tuple[str, ...]:
+        """The methods STN's loop trains: stn, delta-stn and the extra starts of stn_inits."""
+        return STN_METHODS + tuple(m for m in self.stn_inits if m not in STN_METHODS)
 
 
 def derive_seed(seed: int, method: str, trial: int | None = None) -> int:
@@ -221,7 +231,10 @@ def _parse(text: str, tp: Any, current: Any) -> Any:
     if tp is int:
         return int(text.strip())
     if tp is float:
-        return float(text.strip())
+        value = float(text.strip())
+        if not math.isfinite(value):  # "inf", "nan": no setting here means either
+            raise ValueError(text)
+        return value
     if tp is str:
         return text
     if origin is tuple or tp is tuple:
@@ -240,10 +253,23 @@ def _parse(text: str, tp: Any, current: Any) -> Any:
             raise
         if tp is not Any and not isinstance(value, dict):
             raise ValueError(text)
+        if not _all_finite(value):
+            raise ValueError(text)
         return value
     if isinstance(tp, type):
         return tp(text)  # e.g. pathlib.Path
     raise ValueError(text)
+
+
+def _all_finite(value: Any) -> bool:
+    """No NaN or infinity in a value parsed from JSON (which reads "NaN", "Infinity")."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, Mapping):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_all_finite(v) for v in value)
+    return True
 
 
 def _check_value(value: Any, tp: Any, current: Any) -> Any:
@@ -285,6 +311,7 @@ def _set(obj: Any, parts: list[str], raw: Any, from_text: bool, root: Any, key: 
 
 def _leaf(raw: Any, tp: Any, current: Any, from_text: bool, key: str) -> Any:
     want = _type_name(tp) if tp not in (None, Any) else _type_name(type(current))
+    want = want.replace("float", "finite number")
     try:
         return _parse(raw, tp, current) if from_text else _check_value(raw, tp, current)
     except (ValueError, TypeError):

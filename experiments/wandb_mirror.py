@@ -37,14 +37,9 @@ STEP = "step"  # our own x axis: W&B drops steps at or below a resumed run's las
 _FAILED: dict[str, str] = {}
 
 
-def run_id_for(
-    experiment: str, method: str, seed: int, trial: int | None = None, namespace: str = ""
-) -> str:
-    """A W&B run id fixed by (experiment, method, seed, trial): a rerun resumes the same run.
-
-    `namespace` (e.g. a user's sweep name) separates otherwise identical runs in one project.
-    """
-    key = f"{namespace}/{experiment}/{method}/seed{seed}/trial{trial}"
+def run_id_for(experiment: str, method: str, seed: int, trial: int | None = None) -> str:
+    """A W&B run id fixed by (experiment, method, seed, trial): a rerun resumes the same run."""
+    key = f"/{experiment}/{method}/seed{seed}/trial{trial}"  # ids of earlier runs stay valid
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

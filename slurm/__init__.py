@@ -5,10 +5,12 @@ from .executors import (
     LAUNCHERS,
     Launch,
     LaunchError,
+    local_threads,
     make_executor,
     parse_extra,
+    poll_interval,
+    reattach,
     slurm_unreachable,
-    submit_array,
     submit_calls,
 )
 from .jobs import ResumableJob, on_checkpoint
@@ -18,10 +20,12 @@ __all__ = [
     "Launch",
     "LaunchError",
     "ResumableJob",
+    "local_threads",
     "make_executor",
     "on_checkpoint",
     "parse_extra",
+    "poll_interval",
+    "reattach",
     "slurm_unreachable",
-    "submit_array",
     "submit_calls",
 ]

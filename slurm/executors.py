@@ -2,7 +2,8 @@
 
     launch = Launch(launcher="slurm", partition="gpu", gpus_per_node=1, extra=("account=ml",))
     executor = make_executor(launch, "runs/x/slurm", name="stn-cifar")
-    jobs = submit_array(executor, train_one, [(cfg, 0), (cfg, 1)], launch.max_array_size)
+    jobs = submit_calls(executor, [(train_one, (cfg, 0)), (train_one, (cfg, 1))],
+                        launch.max_array_size)
 
 The cluster is always named: submitit's auto-detection would pick SLURM on any machine where
 its commands happen to be installed, including a laptop that only has the client tools.
@@ -10,11 +11,13 @@ its commands happen to be installed, including a laptop that only has the client
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +28,12 @@ __all__ = [
     "LAUNCHERS",
     "Launch",
     "LaunchError",
+    "local_threads",
     "make_executor",
     "parse_extra",
+    "poll_interval",
+    "reattach",
     "slurm_unreachable",
-    "submit_array",
     "submit_calls",
 ]
 
@@ -166,31 +171,23 @@ def make_executor(
     return executor
 
 
-def submit_array(
-    executor: submitit.Executor,
-    fn: Callable[..., Any],
-    args_list: Sequence[Sequence[Any]],
-    max_array_size: int,
-) -> list[submitit.Job]:
-    """Submit `fn(*args)` for each args in `args_list` as job arrays of at most `max_array_size`
-    tasks each (submitit sends one array per batch and does not split; SLURM refuses arrays
-    over MaxArraySize). Returns the jobs in the order of `args_list`.
-
-    Each array has its own parallelism limit, so with several chunks up to
-    chunks x array_parallelism tasks may run at once. The local executor has no such limit:
-    it starts every task at once.
-    """
-    return submit_calls(executor, [(fn, args) for args in args_list], max_array_size)
-
-
 def submit_calls(
     executor: submitit.Executor,
     calls: Sequence[tuple[Callable[..., Any], Sequence[Any]]],
     max_array_size: int,
+    array_parallelism: int | None = None,
 ) -> list[submitit.Job]:
-    """`submit_array` for calls of different functions: `fn(*args)` for each (fn, args), as
-    arrays of at most `max_array_size` tasks; a lone call goes as a single job."""
+    """Submit `fn(*args)` for each (fn, args) as job arrays of at most `max_array_size` tasks
+    each (submitit sends one array per batch and does not split; SLURM refuses arrays over
+    MaxArraySize); a lone call goes as a single job. Returns the jobs in the order of `calls`.
+
+    Each array has its own parallelism limit (`array_parallelism`, on SLURM: at most that many
+    of its tasks run at once; None keeps the executor's), so with several chunks up to
+    chunks x array_parallelism tasks may run at once. The local executor has no such limit:
+    it starts every task at once."""
     _check_int("max_array_size", max_array_size, 1)
+    if array_parallelism is not None and getattr(executor, "cluster", None) == "slurm":
+        executor.update_parameters(slurm_array_parallelism=int(array_parallelism))
     jobs: list[submitit.Job] = []
     for start in range(0, len(calls), max_array_size):
         chunk = calls[start : start + max_array_size]
@@ -204,6 +201,46 @@ def submit_calls(
                 chunk_jobs = [executor.submit(fn, *args) for fn, args in chunk]
         jobs.extend(chunk_jobs)
     return jobs
+
+
+def poll_interval(launcher: str) -> float:
+    """Seconds between checks of running jobs (submitit caches SLURM states between sacct calls)."""
+    return {"debug": 0.0, "local": 0.2}.get(launcher, 5.0)
+
+
+@contextlib.contextmanager
+def local_threads(launch: Launch) -> Iterator[None]:
+    """Local jobs share this machine's cores: give each launch.cpus_per_task threads, as SLURM
+    would, instead of torch's default of all cores per process (`parallel` jobs would then
+    oversubscribe them). The jobs inherit the variable; a value set by the user is kept."""
+    if launch.launcher != "local" or "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    os.environ["OMP_NUM_THREADS"] = str(launch.cpus_per_task)
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_NUM_THREADS", None)
+
+
+def reattach(executor: submitit.Executor, job_id: str | None) -> submitit.Job | None:
+    """The SLURM job `job_id` if it is still queued or running (an interrupted sweep's), to wait
+    for instead of submitting its work again; None when it has ended or is unknown.
+
+    Asks the controller (`squeue`), not the accounting database: `sacct` may not list an array
+    task that is just starting, and resubmitting it would run the same work twice at once."""
+    if not job_id:
+        return None
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0 or not out.stdout.split():  # ended (or unknown): not live
+        return None
+    from submitit.slurm.slurm import SlurmJob
+
+    return SlurmJob(folder=executor.folder, job_id=str(job_id))
 
 
 def slurm_unreachable(timeout_s: float = 10.0) -> str | None:

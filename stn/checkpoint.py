@@ -1,11 +1,13 @@
-"""Resumable state for both training loops: RNG capture, atomic save, data-position replay.
+"""Resumable state for both training loops: one checkpoint format, RNG capture, atomic save,
+data-position replay.
 
-A loop puts everything a run depends on into one dict (weights, hyperparameters, optimiser and
-schedule states, counters, the problem's carried state, the best-so-far record, and the RNG
-states from `rng_state()`) and writes it with `save_atomic`. On restart it rebuilds its objects,
-loads their states, recreates the data iterators with `skip` (the problem's batch order is a
-function of its seed and the epoch), and calls `set_rng_state` last, so that a resumed run
-continues bit-identically on CPU.
+A loop puts everything a run depends on into one dict (`FORMAT`: "format", "loop", "config",
+"model", "optimizers", "plateau", "divergence", "counters", "wall_s", "problem", "best", "rng",
+and STN's "hyper") and writes it with `save_atomic`. On restart it rebuilds its objects, loads
+their states, recreates the data iterators with `skip` (the problem's batch order is a function
+of its seed and the epoch), and calls `set_rng_state` last, so that a resumed run continues
+bit-identically on CPU. A checkpoint that cannot be used (cut, damaged, another loop's or
+version's) is named, set aside as `<name>.corrupt`, and the run starts from scratch.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -21,7 +24,18 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-__all__ = ["load", "rng_state", "save_atomic", "seed_everything", "set_rng_state", "skip"]
+__all__ = [
+    "FORMAT",
+    "changed_settings",
+    "load",
+    "rng_state",
+    "save_atomic",
+    "seed_everything",
+    "set_rng_state",
+    "skip",
+]
+
+FORMAT = 2  # 1: STN's first format; the fixed loop's had none
 
 
 def seed_everything(seed: int) -> None:
@@ -73,13 +87,46 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load(path: str | Path | None) -> dict[str, Any] | None:
-    """The checkpoint at `path`, or None when there is none (a fresh run)."""
+def load(path: str | Path | None, loop: str | None = None) -> dict[str, Any] | None:
+    """The checkpoint at `path`, or None for a fresh start: there is none, or it cannot be used
+    (unreadable, or not written by `loop` in this FORMAT); that one is named on stderr and set
+    aside as `<name>.corrupt`, so that the run starts from scratch instead of failing."""
     if path is None or not Path(path).exists():
         return None
-    # weights_only=False: the file is this run's own checkpoint, and it holds NumPy's RNG state
-    # and the problem's carried state, which may be any picklable object.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    path = Path(path)
+    try:
+        # weights_only=False: the file is a run's own checkpoint, and it holds NumPy's RNG state
+        # and the problem's carried state, which may be any picklable object.
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        why = None if isinstance(state, dict) else f"a {type(state).__name__}, not a checkpoint"
+    except Exception as e:  # noqa: BLE001 - cut or damaged: EOFError, RuntimeError, OSError, ...
+        state, why = None, f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}"
+    if (
+        why is None
+        and loop is not None
+        and (state.get("format"), state.get("loop"))
+        != (
+            FORMAT,
+            loop,
+        )
+    ):
+        why = f"format {state.get('format')} of loop {state.get('loop')}, not {FORMAT} of {loop}"
+    if why is None:
+        return state
+    target, k = path.with_name(path.name + ".corrupt"), 0
+    while target.exists():
+        k += 1
+        target = path.with_name(f"{path.name}.corrupt{k}")
+    os.replace(path, target)
+    print(f"warning: {path} is unusable ({why}); set aside as {target.name}, starting from "
+          "scratch", file=sys.stderr, flush=True)  # fmt: skip
+    return None
+
+
+def changed_settings(saved: dict[str, Any], now: dict[str, Any], resumable: tuple[str, ...]):
+    """The settings that differ between a checkpoint's config and this run's, other than those
+    a resumed run may change (its budget, device)."""
+    return [k for k, v in now.items() if k not in resumable and saved.get(k) != v]
 
 
 def skip(batches: Iterable[Any], n: int) -> Iterator[Any]:

@@ -1,16 +1,33 @@
-"""Settings and result of one STN run: `STNConfig` (checked when built) and `STNResult`."""
+"""Settings and results of the two training loops (STN's `stn.loop`, the fixed-hyperparameter
+`experiments.fixed`) and the rules they share.
+
+- `STNConfig` (checked when built) and `STNResult`; `Result`, what both loops return and what a
+  run store's result.json holds;
+- `make_optimizer` over `OPTIMIZERS`: one list of weight optimisers for both loops;
+- `Divergence`: when a run has diverged, the same rule in both loops.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .hyper import Hyper
 
-__all__ = ["OPTIMIZERS", "ConfigError", "STNConfig", "STNResult"]
+__all__ = [
+    "OPTIMIZERS",
+    "ConfigError",
+    "Divergence",
+    "Result",
+    "STNConfig",
+    "STNResult",
+    "make_optimizer",
+]
 
 
 class ConfigError(ValueError):
@@ -18,6 +35,60 @@ class ConfigError(ValueError):
 
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
+
+
+def make_optimizer(
+    name: str, params: Iterable[Tensor], lr: float, momentum: float = 0.0
+) -> torch.optim.Optimizer:
+    """The weights' (or hyperparameters') optimiser; `momentum` is SGD's and RMSprop's."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=momentum)
+    raise ConfigError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
+class Divergence:
+    """When a run has diverged, in both loops: a loss that is not finite, or a validation loss
+    above the problem's chance level for `patience` evaluations in a row.
+
+    The chance level is `problem.chance_loss()` when the problem has one (the loss of a
+    uniform prediction: log(classes), log(vocabulary)); without it, or with patience 0, only
+    non-finite losses count. A run this far above chance learns nothing, and its losses must
+    not be selected or tabled as a result.
+    """
+
+    def __init__(self, problem: Any, patience: int):
+        chance = getattr(problem, "chance_loss", None)
+        self.bound = float(chance()) if callable(chance) and patience > 0 else None
+        self.patience, self.above = patience, 0
+
+    @staticmethod
+    def loss(value: float, what: str, step: int) -> str | None:
+        """The reason a training or hyper-step loss ends the run, or None."""
+        return None if math.isfinite(value) else f"non-finite {what} ({value}) at step {step}"
+
+    def evaluation(self, val_loss: float, step: int) -> str | None:
+        """Count one evaluation; the reason the run has diverged, or None."""
+        if not math.isfinite(val_loss):
+            return f"non-finite validation loss ({val_loss}) at step {step}"
+        if self.bound is None:
+            return None
+        self.above = self.above + 1 if val_loss > self.bound else 0
+        if self.above < self.patience:
+            return None
+        return (
+            f"validation loss above chance ({self.bound:.4g}) for {self.above} evaluations in a "
+            f"row, {val_loss:.4g} at step {step}"
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"above": self.above}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.above = int(state["above"])
 
 
 @dataclass(frozen=True)
@@ -33,14 +104,11 @@ class STNConfig:
     optimizer: str = "sgd"  # weights: "sgd" | "adam" | "rmsprop"
     lr: float = 0.01  # weights' learning rate
     momentum: float = 0.9  # sgd / rmsprop momentum
-    nesterov: bool = False  # sgd only
-    weight_decay: float = 0.0  # the optimiser's own decay (a tuned decay belongs in the problem)
     grad_clip: float | None = None  # max norm of the weights' gradient, per group (PTB: 0.25)
     hyper_optimizer: str = "adam"  # hyperparameters and scales: "sgd" | "adam" | "rmsprop"
     hyper_lr: float = 3e-3  # hyperparameters' learning rate
     scale_lr: float = 3e-3  # perturbation scales' learning rate
     tune_scales: bool = True  # learn sigma: perturb in hyper steps, minus entropy_weight * H
-    perturb_in_val: bool | None = None  # perturb in hyper steps; None: as tune_scales
     entropy_weight: float = 1e-3  # tau, weight of the perturbation's entropy
     sigma_init: float = 0.5  # initial perturbation scale (unconstrained units)
     anchored: bool = False  # layers see u~ - u0 instead of u~ (stn.Hyper; an option)
@@ -52,18 +120,15 @@ class STNConfig:
     patience: int = 0  # stop after this many evaluations without a new best (0: off)
     min_lr: float = 0.0  # stop once the weights' LR is below this (LSTM: 3e-4)
     decay_reset: bool = False  # clear the plateau history after a decay (False: the authors')
+    diverge_after: int = 3  # evaluations in a row above the problem's chance loss (0: off)
     seed: int = 0  # seeds Python, NumPy and torch at the start of a fresh run
     device: str = "cpu"  # torch device of the model, hyperparameters and batches
-    checkpoint_every_steps: int = 0  # also save every this many weight steps (0: end only)
+    checkpoint_every_steps: int = 0  # also save every this many steps (0: at each epoch's end)
 
     def __post_init__(self) -> None:
         _check_types(self)
         for problem in _problems(self):
             raise ConfigError(problem)
-
-    @property
-    def perturbs_in_val(self) -> bool:
-        return self.tune_scales if self.perturb_in_val is None else self.perturb_in_val
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> STNConfig:
@@ -112,7 +177,7 @@ def _problems(c: STNConfig):
     for name in ("epochs", "train_steps", "val_steps", "evaluate_every"):
         if getattr(c, name) < 1:
             yield f"{name} must be >= 1, got {getattr(c, name)}"
-    non_negative = "warmup_epochs warmup_steps weight_decay entropy_weight decay_window patience"
+    non_negative = "warmup_epochs warmup_steps entropy_weight decay_window patience diverge_after"
     for name in (*non_negative.split(), "min_lr", "seed", "checkpoint_every_steps"):
         if getattr(c, name) < 0:
             yield f"{name} must be >= 0, got {getattr(c, name)}"
@@ -128,14 +193,10 @@ def _problems(c: STNConfig):
         yield f"grad_clip must be > 0 or None, got {c.grad_clip}"
     if not 0 <= c.momentum < 1:
         yield f"momentum must be in [0, 1), got {c.momentum}"
-    if c.nesterov and (c.optimizer != "sgd" or c.momentum == 0):
-        yield "nesterov needs optimizer 'sgd' and momentum > 0"
     if not 0 < c.lr_decay <= 1:
         yield f"lr_decay must be in (0, 1], got {c.lr_decay}"
     if c.linearize and not c.delta:
         yield "linearize is a Delta-STN option: set delta=True too"
-    if c.tune_scales and not c.perturbs_in_val:
-        yield "tune_scales needs perturbation in the hyper steps (perturb_in_val True or None)"
     try:
         torch.device(c.device)
     except RuntimeError:
@@ -143,28 +204,39 @@ def _problems(c: STNConfig):
 
 
 @dataclass
-class STNResult:
-    """What a run returns. Losses and metrics are those of the best-validation evaluation, and
-    `hparams` the hyperparameters of that moment; `model` and `hyper` hold that state too. A
-    diverged run reports its best evaluation before diverging (NaN if there was none)."""
+class Result:
+    """What a training loop returns; `as_record()` is a run store's result.json.
 
-    status: str  # "ok" | "diverged" | "interrupted"
+    Losses and metrics are those of the evaluation with the lowest validation loss (the same
+    selection in both loops), `hparams` the hyperparameters of that moment. A diverged run
+    reports that evaluation too (NaN if there was none) and says why in `reason`."""
+
+    status: str  # "ok" | "diverged" | "interrupted" (cut on purpose: resumes from its checkpoint)
+    reason: str | None  # why it ended early: a stopping rule, or the divergence; None otherwise
     val_loss: float
     test_loss: float
     val_metric: float
     test_metric: float
     metric_name: str
-    epochs: int  # epochs trained (a partial last one counts)
-    steps: int  # weight steps (training batches) taken
-    wall_s: float  # wall-clock seconds, summed over resumed segments
+    epochs: float  # epochs the model has trained (fractional: steps / steps per epoch)
+    steps: int  # training steps (batches) the model has taken
+    wall_s: float  # wall-clock seconds the model has trained, summed over resumed segments
     hparams: dict[str, float]
-    final_hparams: dict[str, float]
-    final_scales: dict[str, float]
-    trajectory_len: int  # hyper steps taken (one logged row each)
-    best_step: int | None  # weight step of the best-validation evaluation
-    model: nn.Module | None = field(default=None, repr=False)
-    hyper: Hyper | None = field(default=None, repr=False)
+    spent: dict[str, float]  # {"epochs", "seconds"} of this run alone (a promotion: not its
+    #                          parent's share)
 
     def as_record(self) -> dict[str, Any]:
         """A JSON-ready dict with the run store's result keys (and a few more)."""
         return {k: v for k, v in asdict(self).items() if k not in ("model", "hyper")}
+
+
+@dataclass
+class STNResult(Result):
+    """`Result` with what an STN run adds; `model` and `hyper` hold the best-validation state."""
+
+    final_hparams: dict[str, float] = field(default_factory=dict)
+    final_scales: dict[str, float] = field(default_factory=dict)
+    trajectory_len: int = 0  # hyper steps taken (one logged row each)
+    best_step: int | None = None  # step of the best-validation evaluation
+    model: nn.Module | None = field(default=None, repr=False)
+    hyper: Hyper | None = field(default=None, repr=False)

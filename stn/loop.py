@@ -6,6 +6,11 @@ hyperparameters and their scales are differentiated, never the weights). A warm-
 steps comes first. Every hyper step logs a trajectory row; every `evaluate_every` epochs the
 model is evaluated on 'val' and 'test' at the current (unperturbed) hyperparameters.
 
+This loop and the fixed-hyperparameter one (`experiments.fixed`) are one family: the same
+`Problem`, rows (`"row"`, `"kind"`, `"step"`, fractional `"epoch"`, `"wall_s"`, `"hparams"`),
+optimiser builder, divergence rule and result type (stn/config.py), checkpoint format
+(stn/checkpoint.py), and `on_resume`.
+
 Delta-STN (`delta=True`, PAPER.md): the hypernetwork input is centred, the scalings V start at
 zero, and each weight step updates the ordinary weights at the current hyperparameters, then the
 response parameters (hyper_*, scaling*) at perturbed ones, optionally through the linearised
@@ -29,10 +34,10 @@ import torch
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt
-from .config import ConfigError, STNConfig, STNResult
+from .config import ConfigError, Divergence, STNConfig, STNResult, make_optimizer
 from .delta import Linearized, at_centre
 from .hyper import Hyper
-from .problem import Problem
+from .problem import Problem, batch_size, steps_per_epoch, to_device
 from .schedule import Plateau
 
 __all__ = ["ConfigError", "STNConfig", "STNResult", "train"]
@@ -44,6 +49,7 @@ _REQUIRED = tuple(
     "space build_model train_batches val_batches train_loss val_loss evaluate".split()
 )
 _RESUMABLE = ("epochs", "max_steps", "checkpoint_every_steps", "device")  # may change on resume
+LOOP = "stn"  # the checkpoint's "loop"
 
 
 def train(
@@ -52,15 +58,18 @@ def train(
     *,
     log: LogFn | None = None,
     checkpoint_path: str | Path | None = None,
+    on_resume: Callable[[int], None] | None = None,
     stop_after_steps: int | None = None,
 ) -> STNResult:
     """Train `problem`'s model with STN (or Delta-STN) and return the result record.
 
-    log: called with every row (kind "hyper" per hyper step, kind "eval" per evaluation);
-        rows are numbered by "row": a run resumed from a checkpoint logs again from the
-        checkpoint's row on, so a store drops its rows from the first re-logged "row" on.
-    checkpoint_path: state saved there every `checkpoint_every_steps` steps and at the end;
-        if the file exists the run resumes from it (a finished run just returns its result).
+    log: called with every row (kind "hyper" per hyper step, kind "eval" per evaluation),
+        numbered by "row" from 0.
+    checkpoint_path: state saved there at the end of every epoch, every
+        `checkpoint_every_steps` steps and at the end; if the file exists the run resumes from
+        it (a finished run just returns its result).
+    on_resume(rows): called once before training with the number of rows the starting state
+        has logged (0 for a fresh run): a store keeps those and drops any logged after them.
     stop_after_steps: stop once this many weight steps are done in total, save the checkpoint
         and return status "interrupted" (how tests and preemption handlers cut a run).
     """
@@ -73,9 +82,13 @@ def train(
     if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {cfg.device!r} asked for, but CUDA is not available here")
     run = _Run(problem, cfg, log)
-    state = ckpt.load(checkpoint_path)
+    state = ckpt.load(checkpoint_path, LOOP)
     if state is not None:
         run.load(state)
+    if on_resume is not None:
+        on_resume(run.rows)
+    if run.status is not None:  # it had finished: its result as it was, nothing trained or saved
+        return run.result(run.status)
 
     def save() -> None:
         if checkpoint_path is not None:
@@ -84,69 +97,43 @@ def train(
     while run.status is None and run.epoch < cfg.epochs:
         for batch in run.train_iter():
             run.pos += 1
-            if not math.isfinite(run.weight_step(batch)):
-                run.status = "diverged"
-                break
-            if not run.warming_up():
+            why = Divergence.loss(run.weight_step(batch), "training loss", run.step)
+            if why is None and not run.warming_up():
                 run.cycle += 1
-            if run.cycle == cfg.train_steps:
+            if why is None and run.cycle == cfg.train_steps:
                 run.cycle = 0
-                if not all(math.isfinite(run.hyper_step()) for _ in range(cfg.val_steps)):
-                    run.status = "diverged"
-                    break
+                for _ in range(cfg.val_steps):
+                    why = Divergence.loss(run.hyper_step(), "hyper-step loss", run.step)
+                    if why is not None:
+                        break
+            if why is not None:
+                run.end("diverged", why)
+                break
             if cfg.checkpoint_every_steps and run.step % cfg.checkpoint_every_steps == 0:
                 save()
             if cfg.max_steps is not None and run.step >= cfg.max_steps:
-                run.status = "ok"
+                run.end("ok", None)
                 break
             if stop_after_steps is not None and run.step >= stop_after_steps:
                 save()
                 return run.result("interrupted")
         else:  # the epoch ran to its end
-            run.train_it = None
-            if (run.epoch + 1) % cfg.evaluate_every == 0 and run.evaluate(schedule=True):
-                run.status = "ok"  # a stopping rule fired (patience or min_lr)
-            run.epoch, run.pos = run.epoch + 1, 0
+            run.train_it, run.epoch, run.pos = None, run.epoch + 1, 0
+            if run.epoch % cfg.evaluate_every == 0:
+                run.evaluate(schedule=True)  # a stopping rule or divergence may end the run
+            save()
 
     if run.status in (None, "ok") and run.last_eval_step != run.step:
         run.evaluate(schedule=False)  # the end state is always evaluated once
-    if run.status is None:
-        run.status = "ok"
+    run.end("ok", None)  # unless it ended earlier
+    run.elapsed, run.t0 = run.wall_s(), None  # the clock stops: saved and returned alike
     save()
     return run.result(run.status)
-
-
-def _optimizer(
-    name: str,
-    params: list[Tensor],
-    lr: float,
-    momentum: float = 0.0,
-    nesterov: bool = False,
-    weight_decay: float = 0.0,
-) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(
-            params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
-        )
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 def _is_response(name: str) -> bool:
     """Response parameters of the STN layers: hyper_weight*, hyper_bias*, scaling* (V)."""
     return any(part.startswith(("hyper_", "scaling")) for part in name.split("."))
-
-
-def _to(batch: Any, device: torch.device) -> Any:
-    """Move the tensors of a batch (a tensor, or tuples / lists / dicts of them) to `device`."""
-    if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(_to(b, device) for b in batch)
-    if isinstance(batch, dict):
-        return {k: _to(v, device) for k, v in batch.items()}
-    return batch
 
 
 @contextmanager
@@ -175,6 +162,7 @@ class _Run:
     def __init__(self, problem: Problem, cfg: STNConfig, log: LogFn | None):
         self.problem, self.cfg, self.log_fn = problem, cfg, log
         self.device = torch.device(cfg.device)
+        self.spe = steps_per_epoch(problem)  # counted before seeding: counting may draw
         ckpt.seed_everything(cfg.seed)  # model initialisation and perturbations follow the seed
         self.model = problem.build_model(len(problem.space)).to(self.device)
         self.hyper = Hyper(
@@ -194,21 +182,25 @@ class _Run:
         else:
             self.groups = {"weights": ordinary + response}
         self.opts = {
-            k: _optimizer(cfg.optimizer, ps, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay)
+            k: make_optimizer(cfg.optimizer, ps, cfg.lr, cfg.momentum)
             for k, ps in self.groups.items()
         }
-        self.opts["hyper"] = _optimizer(cfg.hyper_optimizer, [self.hyper.raw], cfg.hyper_lr)
-        self.opts["scale"] = _optimizer(cfg.hyper_optimizer, [self.hyper.raw_scale], cfg.scale_lr)
+        self.opts["hyper"] = make_optimizer(cfg.hyper_optimizer, [self.hyper.raw], cfg.hyper_lr)
+        self.opts["scale"] = make_optimizer(
+            cfg.hyper_optimizer, [self.hyper.raw_scale], cfg.scale_lr
+        )
         self.linearized = Linearized(self.model, frozen=ordinary) if cfg.linearize else None
         self.plateau = Plateau(
             cfg.lr_decay, cfg.decay_window, cfg.patience, cfg.min_lr, reset=cfg.decay_reset
         )
+        self.divergence = Divergence(problem, cfg.diverge_after)
         # counters: weight steps, hyper steps, epoch, batches consumed in it, weight steps in the
         # current cycle, the validation stream's pass and position, the last evaluated step
         self.step = self.hyper_steps = self.epoch = self.pos = self.cycle = 0
         self.val_epoch = self.val_pos = self.rows = 0  # rows: log rows written so far
         self.last_eval_step = -1
-        self.status: str | None = None
+        self.status: str | None = None  # None while training; "ok" | "diverged" once it ends
+        self.reason: str | None = None  # why it ended early
         self.best: dict[str, Any] | None = None
         self.train_it = self.val_it = None
         self.elapsed, self.t0 = 0.0, time.perf_counter()
@@ -226,18 +218,14 @@ class _Run:
             try:
                 batch = next(self.val_it)
                 self.val_pos += 1
-                return _to(batch, self.device)
+                return to_device(batch, self.device)
             except StopIteration:  # one pass of the stream is over: start the next
                 self.val_epoch, self.val_pos = self.val_epoch + 1, 0
                 self.val_it = iter(self.problem.val_batches(self.val_epoch))
         raise ConfigError("problem.val_batches yielded no batch")
 
     def _batch_size(self, batch: Any) -> int:
-        if hasattr(self.problem, "batch_size"):
-            return self.problem.batch_size(batch)
-        while isinstance(batch, (tuple, list, dict)):  # the first tensor's leading dimension
-            batch = next(iter(batch.values() if isinstance(batch, dict) else batch))
-        return len(batch)
+        return batch_size(self.problem, batch)
 
     def warming_up(self) -> bool:
         return self.epoch < self.cfg.warmup_epochs or self.step <= self.cfg.warmup_steps
@@ -260,7 +248,7 @@ class _Run:
         return value
 
     def weight_step(self, batch: Any) -> float:
-        batch, train_loss = _to(batch, self.device), self.problem.train_loss
+        batch, train_loss = to_device(batch, self.device), self.problem.train_loss
         n = self._batch_size(batch)
         self.model.train()
         self.step += 1
@@ -285,7 +273,7 @@ class _Run:
         cfg, hyper = self.cfg, self.hyper
         batch = self.next_val()
         self.model.eval()
-        hb = hyper.batch(self._batch_size(batch), perturb=cfg.perturbs_in_val)
+        hb = hyper.batch(self._batch_size(batch), perturb=cfg.tune_scales)
         with _frozen(self.model):
             loss = self.problem.val_loss(self.model, batch, hb)
         value = loss.item()
@@ -309,8 +297,9 @@ class _Run:
         self._log({"kind": "hyper", "hyper_step": self.hyper_steps, "val_batch_loss": value})
         return value
 
-    def evaluate(self, schedule: bool) -> bool:
-        """Full 'val' and 'test' passes; updates the best record; True when a rule says stop."""
+    def evaluate(self, schedule: bool) -> None:
+        """Full 'val' and 'test' passes; the best record; the plateau and divergence rules,
+        which may end the run."""
         self.model.eval()
         with torch.no_grad():
             hyper_fn = lambda b: self.hyper.batch(b, perturb=False)  # noqa: E731
@@ -325,51 +314,55 @@ class _Run:
         }
         lr = self.opts["weights" if "weights" in self.opts else "ordinary"].param_groups[0]["lr"]
         self._log({"kind": "eval", **rec, "lr": lr})
-        if not math.isfinite(rec["val_loss"]):
-            self.status = "diverged"
-            return False
+        why = self.divergence.evaluation(rec["val_loss"], self.step)
+        if why is not None:
+            self.end("diverged", why)
+            return
         if self.best is None or rec["val_loss"] < self.best["val_loss"]:
             self.best = {
                 **rec,
                 "step": self.step,
-                "epoch": self.row_epoch(),
                 "hparams": self.hyper.current(),
                 "scales": self.hyper.scales(),
                 "model": _clone(self.model.state_dict()),
                 "hyper": _clone(self.hyper.state_dict()),
             }
         weight_opts = [self.opts[k] for k in self.groups]
-        return schedule and self.plateau.step(rec["val_loss"], weight_opts)
+        if schedule and self.plateau.step(rec["val_loss"], weight_opts):
+            self.end("ok", self.plateau.reason)
+
+    def end(self, status: str, reason: str | None) -> None:
+        """The run's verdict, unless it already has one."""
+        if self.status is None:
+            self.status, self.reason = status, reason
 
     def _log(self, row: dict[str, Any]) -> None:
         self.rows += 1
         if self.log_fn is None:
             return
-        row = {"row": self.rows - 1, "step": self.step, "epoch": self.row_epoch(), **row}
-        row.update({f"hp/{k}": v for k, v in self.hyper.current().items()})
-        row.update({f"sigma/{k}": v for k, v in self.hyper.scales().items()})
-        self.log_fn({**row, "wall_s": self.wall_s()})
-
-    def row_epoch(self) -> int:
-        """The epoch the current moment belongs to (0-based; after the last one ends, it)."""
-        return self.epoch if self.pos or not self.epoch else self.epoch - 1
+        where = {"row": self.rows - 1, "kind": row.pop("kind"), "step": self.step}
+        self.log_fn({**where, "epoch": self.step / self.spe, **row,
+                     "hparams": self.hyper.current(), "sigmas": self.hyper.scales(),
+                     "wall_s": self.wall_s()})  # fmt: skip
 
     def wall_s(self) -> float:
-        return self.elapsed + time.perf_counter() - self.t0
+        """Training seconds, summed over segments; a finished run found again adds none."""
+        return self.elapsed + (time.perf_counter() - self.t0 if self.t0 is not None else 0.0)
 
     # --- state ---
-    _COUNTERS = tuple(
-        "step hyper_steps epoch pos cycle val_epoch val_pos rows last_eval_step status".split()
-    )
+    _COUNTERS = ("step", "hyper_steps", "epoch", "pos", "cycle", "val_epoch", "val_pos", "rows",
+                 "last_eval_step", "status", "reason")  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "format": 1,
+            "format": ckpt.FORMAT,
+            "loop": LOOP,
             "config": asdict(self.cfg),
             "model": self.model.state_dict(),
             "hyper": self.hyper.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.opts.items()},
             "plateau": self.plateau.state_dict(),
+            "divergence": self.divergence.state_dict(),
             "counters": {k: getattr(self, k) for k in self._COUNTERS},
             "wall_s": self.wall_s(),
             "problem": self.problem.state_dict() if hasattr(self.problem, "state_dict") else {},
@@ -378,10 +371,7 @@ class _Run:
         }
 
     def load(self, state: dict[str, Any]) -> None:
-        saved = state["config"]
-        changed = [
-            k for k, v in asdict(self.cfg).items() if k not in _RESUMABLE and saved.get(k) != v
-        ]
+        changed = ckpt.changed_settings(state["config"], asdict(self.cfg), _RESUMABLE)
         if changed:
             raise ConfigError(
                 f"checkpoint was written with other settings: {', '.join(changed)}; "
@@ -392,9 +382,12 @@ class _Run:
         for k, o in self.opts.items():
             o.load_state_dict(state["optimizers"][k])
         self.plateau.load_state_dict(state["plateau"])
+        self.divergence.load_state_dict(state["divergence"])
         for k, v in state["counters"].items():
             setattr(self, k, v)
         self.elapsed, self.t0 = state["wall_s"], time.perf_counter()
+        if self.status is not None:
+            self.t0 = None  # finished: its clock stopped
         if hasattr(self.problem, "load_state_dict"):
             self.problem.load_state_dict(state["problem"])
         self.best = state["best"]
@@ -412,18 +405,20 @@ class _Run:
         if best and status != "interrupted":
             self.model.load_state_dict(best["model"])  # best weights with their own lambda
             self.hyper.load_state_dict(best["hyper"])
-        nan = math.nan
+        nan, epochs, wall = math.nan, self.step / self.spe, self.wall_s()
         return STNResult(
             status=status,
+            reason=self.reason,
             val_loss=best.get("val_loss", nan),
             test_loss=best.get("test_loss", nan),
             val_metric=best.get("val_metric", nan),
             test_metric=best.get("test_metric", nan),
             metric_name=getattr(self.problem, "metric_name", "metric"),
-            epochs=self.epoch + (self.pos > 0),
+            epochs=epochs,
             steps=self.step,
-            wall_s=self.wall_s(),
+            wall_s=wall,
             hparams=best.get("hparams", final),
+            spent={"epochs": epochs, "seconds": wall},  # every segment was this run's own
             final_hparams=final,
             final_scales=scales,
             trajectory_len=self.hyper_steps,

@@ -2,7 +2,11 @@
 
 Implemented by the experiments' tasks (digits, CIFAR-10, PTB) and by a user's own code. Both
 loops (STN's `stn.train` and the fixed-hyperparameter one) drive the same object, so every
-method trains the same network on the same data with the same objectives.
+method trains the same network on the same data with the same objectives. Optional: `chance_loss()`,
+the validation loss of a uniform prediction (log of the classes or the vocabulary), which the
+loops' divergence rule compares against (`stn.config.Divergence`).
+
+`to_device`, `batch_size` and `steps_per_epoch` are what both loops read of a problem's batches.
 """
 
 from __future__ import annotations
@@ -10,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor, nn
 
 from .hyper import HyperBatch
 from .space import Space
 
-__all__ = ["Problem", "HyperFn"]
+__all__ = ["HyperFn", "Problem", "batch_size", "steps_per_epoch", "to_device"]
 
 HyperFn = Callable[[int], HyperBatch]  # batch size -> the hyperparameters of that batch
 
@@ -51,3 +56,34 @@ class Problem(Protocol):
         """Carried state (e.g. LSTM hidden states between BPTT segments); {} if none."""
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def to_device(batch: Any, device: torch.device | str) -> Any:
+    """The tensors of a batch (a tensor, or tuples / lists / dicts of them) on `device`."""
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def batch_size(problem: Any, batch: Any) -> int:
+    """The problem's own count, else the leading dimension of the batch's first tensor."""
+    if hasattr(problem, "batch_size"):
+        return problem.batch_size(batch)
+    while isinstance(batch, (tuple, list, dict)):
+        batch = next(iter(batch.values() if isinstance(batch, dict) else batch))
+    return len(batch)
+
+
+def steps_per_epoch(problem: Any) -> int:
+    """The problem's own count (`steps_per_epoch()`), else its training batches of epoch 0
+    counted (a problem whose batches are costly to make should say)."""
+    if hasattr(problem, "steps_per_epoch"):
+        return int(problem.steps_per_epoch())
+    n = sum(1 for _ in problem.train_batches(0))
+    if n == 0:
+        raise ValueError("the problem's train_batches yielded no batch")
+    return n

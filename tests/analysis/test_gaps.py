@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from analysis import figures
-from analysis.load import StoreError, load_local, load_runs
+from analysis.load import load_local, load_runs
 from analysis.report import build_report, main
 
 
@@ -27,10 +27,11 @@ def notes(fig) -> list[str]:
 def test_partial_store_renders_with_the_gaps_marked(store_copy, tmp_path, monkeypatch):
     exp_dir = store_copy.runs / store_copy.experiment
     shutil.rmtree(exp_dir / "stn" / "seed1")  # a method's seed lost
-    for result in (exp_dir / "random" / "seed0").glob("trial*/result.json"):
-        result.unlink()  # a search whose trials never finished: seed 0 has nothing to select
-    with open(exp_dir / "stn" / "seed0" / "metrics.jsonl", "a") as f:
-        f.write('{"kind": "eval", "step": ')  # a row cut by a crash
+    search = exp_dir / "random" / "seed0"  # a search whose trials never finished:
+    for record in [search / "search.json", *search.glob("trial*/result.json")]:
+        record.unlink()  # seed 0 has nothing to select
+    with open(exp_dir / "stn" / "seed0" / "metrics.jsonl", "ab") as f:
+        f.write(b'{"kind": "eval", "step": \n\x00\xff garbage\n')  # a cut row, and garbage
 
     drawn = []
 
@@ -80,35 +81,46 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)  # fmt: skip
 
 
-@pytest.mark.parametrize("case", ["empty", "malformed", "no-offline-runs"])
+@pytest.mark.parametrize("case", ["empty", "unreadable", "no-offline-runs"])
 def test_bad_store_is_one_line_and_exit_2(case, tmp_path):
     runs = tmp_path / "runs"
     (runs / "digits-mlp" / "stn" / "seed0").mkdir(parents=True)
     args = ["digits-mlp", "--runs-dir", str(runs), "--out", str(tmp_path / "out")]
-    if case == "malformed":
-        (runs / "digits-mlp" / "stn" / "seed0" / "result.json").write_text("{not json")
+    result = runs / "digits-mlp" / "stn" / "seed0" / "result.json"
+    if case == "unreadable":
+        result.write_text("{not json")
     if case == "no-offline-runs":
         args += ["--source", "wandb", "--wandb-dir", str(runs)]
     done = cli(*args, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    assert "Traceback" not in done.stderr
-    assert {"empty": "holds no runs", "malformed": "malformed", "no-offline-runs":
-            "--wandb offline"}[case] in lines[0]  # fmt: skip
+    assert lines[-1].startswith("error: ") and "Traceback" not in done.stderr, done.stderr
+    assert {"empty": "holds no runs", "unreadable": "holds no runs", "no-offline-runs":
+            "--wandb offline"}[case] in lines[-1]  # fmt: skip
+    if case == "unreadable":  # named on its own line, left in place
+        assert (
+            lines[0] == f"warning: {result} is unreadable (not JSON: Expecting property "
+            "name enclosed in double quotes at line 1); treated as missing"
+        )
+        assert result.read_text() == "{not json"
+    else:
+        assert len(lines) == 1
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(
-    "content, message",
-    [('["a list"]', "expected a JSON object"), ("\xff\xfe", "malformed")],
-)
-def test_result_that_is_not_an_object_is_a_store_error(tmp_path, content, message):
-    run = tmp_path / "digits-mlp" / "random" / "seed0" / "trial0"
-    run.mkdir(parents=True)
-    (run / "result.json").write_bytes(content.encode("latin-1"))
-    with pytest.raises(StoreError, match=message):
-        load_runs(tmp_path, "digits-mlp")
+@pytest.mark.parametrize("content", [b'["a list"]', b"\xff\xfe", b"", b'{"status": "ok", '])
+def test_a_damaged_trial_result_is_named_and_the_rest_loads(store_copy, content, capsys):
+    exp_dir = store_copy.runs / store_copy.experiment
+    damaged = exp_dir / "fixed" / "seed0" / "trial0" / "result.json"
+    summary = exp_dir / "fixed" / "seed0" / "search.json"
+    damaged.write_bytes(content)
+    summary.write_bytes(content)  # the search's summary too: read from the trial folders
+    runs = load_runs(store_copy.runs, store_copy.experiment)
+    fixed = runs[runs["method"] == "fixed"].set_index("seed")
+    assert fixed.loc[0, "status"] == "running" and fixed.loc[1, "status"] == "ok"
+    err = capsys.readouterr().err
+    assert f"warning: {damaged} is unreadable" in err and f"warning: {summary} is unreadable" in err
+    assert damaged.read_bytes() == content  # a reader leaves it for the writer to set aside
 
 
 def test_unknown_experiment_lists_the_ones_there(tmp_path, capsys):

@@ -29,9 +29,11 @@ def selected_results(exp_dir: Path) -> dict[tuple[str, int], dict]:
 
 
 def spent_epochs(exp_dir: Path, method: str, seed: int) -> float:
-    """Epochs of a method's seed: its run's, or the sum over a search's trials."""
-    return sum(json.loads(p.read_text())["epochs"]
-               for p in (exp_dir / method / f"seed{seed}").rglob("result.json"))  # fmt: skip
+    """Epochs of a method's seed: its run's, or what its search.json says it spent."""
+    folder = exp_dir / method / f"seed{seed}"
+    if (folder / "search.json").exists():
+        return json.loads((folder / "search.json").read_text())["spent"]["epochs"]
+    return json.loads((folder / "result.json").read_text())["spent"]["epochs"]
 
 
 def read_csv(path: Path) -> dict[str, dict[str, str]]:
@@ -85,8 +87,9 @@ def test_markdown_latex_and_csv_agree(smoke, report):
 def test_every_figure_renders_with_labelled_axes(smoke, tmp_path):
     loaded = load_local(smoke.runs, smoke.experiment)
     finals = final_rows(loaded.runs)
-    hp = sorted(c[3:] for c in finals.columns if c.startswith("hp."))
-    log = figures.log_hparams(loaded.runs, loaded.metrics)
+    hp = sorted(c[len("hparams.") :] for c in finals.columns if c.startswith("hparams."))
+    log = figures.log_hparams(loaded.space)
+    assert log == {"weight_decay"}  # the space the store recorded
     figs = {
         "schedules": figures.schedules(loaded.metrics, hp, "schedules", log=log),
         "best_so_far": figures.best_so_far(loaded.runs, loaded.metrics, "best so far"),
@@ -117,10 +120,38 @@ def test_report_writes_every_file(report):
         assert (report / f"{name}.pdf").stat().st_size > 1_000
 
 
-def test_log_axis_is_read_off_the_values():
+def test_figures_are_reproducible_byte_for_byte(smoke, tmp_path):
+    from analysis.report import build_report
+
+    loaded = load_local(smoke.runs, smoke.experiment)
+    first, second = (build_report(loaded, smoke.experiment, tmp_path / d) for d in "ab")
+    for name in ("schedules", "best_so_far", "final_hparams"):
+        for suffix in (".png", ".pdf"):
+            a, b = first[name].with_suffix(suffix), second[name].with_suffix(suffix)
+            assert a.read_bytes() == b.read_bytes(), a.name
+    assert b"CreationDate" not in first["final_hparams"].with_suffix(".pdf").read_bytes()
+
+
+def test_the_report_says_when_runs_came_from_different_environments():
     import pandas as pd
 
-    df = pd.DataFrame({"hp.weight_decay": [1e-6, 3e-4, 0.05], "hp.dropout": [0.0, 0.3, 0.9],
-                       "hp.keep": [0.05, 0.5, 0.9], "hparams.small": [2e-5, 1e-4, 4e-4],
-                       "hp.lr": [0.01, 0.02, 0.05]})  # fmt: skip
-    assert figures.log_hparams(df) == {"weight_decay", "small"}
+    from analysis.report import environments
+
+    same = pd.DataFrame({"env.torch": ["2.14.1"] * 3, "env.cpu": ["x"] * 3, "env.threads": [1] * 3})
+    assert environments(same) == ""
+    mixed = same.assign(**{"env.threads": [1, 1, 2], "env.torch": ["2.14.1", None, "2.14.1"]})
+    note = environments(mixed)
+    assert "different environments" in note and "threads 1 (2 runs), 2 (1 runs)" in note
+    assert "torch" not in note  # an unknown (older run) is not a difference
+
+
+def test_analysis_reads_the_store_without_the_code_that_trained_it():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, analysis.load, analysis.report, analysis.wandb_source; "
+        "print(sorted(m for m in ('torch', 'stn', 'baselines') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

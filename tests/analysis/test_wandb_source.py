@@ -34,7 +34,8 @@ def test_offline_runs_give_the_local_rows(smoke):
     offline = load_wandb(smoke.experiment, wandb_dir=smoke.runs)
     assert len(offline.runs) == len(local.runs) == 2 * (1 + 2 + 1)  # stn, 2 random trials, fixed
     assert set(offline.runs["status"]) == {"ok"}
-    assert offline.runs["hp.weight_decay"].notna().all()
+    assert offline.runs["hparams.weight_decay"].notna().all()
+    assert offline.space == local.space and local.space["weight_decay"]["log"]
     assert {"hyper", "eval"} <= set(offline.metrics["kind"])  # the STN's rows
     assert_same_rows(offline, local)
     every = load_wandb(smoke.experiment, wandb_dir=smoke.runs, all_histories=True)

@@ -121,3 +121,19 @@ def test_run_digits_smoke_stn_writes_a_complete_run_folder(tmp_path, launcher, c
     assert main(["status", "digits-mlp", "--runs-dir", str(tmp_path)]) == 0
     status = capsys.readouterr().out.splitlines()
     assert status[1].split()[:3] == ["stn", "0", "ok"]
+
+
+def test_a_diverged_run_records_and_prints_why(tmp_path, capsys):
+    args = ["run", "digits-mlp", "--smoke", "--methods", "stn,fixed", "--seeds", "0",
+            "--launcher", "debug", "--runs-dir", str(tmp_path), "--set", "task.lr=1e4"]  # fmt: skip
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    for method in ("stn", "fixed"):
+        folder = tmp_path / "digits-mlp" / method / "seed0"
+        if method == "fixed":
+            folder = folder / "trial0"
+        result = json.loads((folder / "result.json").read_text())
+        assert result["status"] == "diverged" and result["reason"].startswith("non-finite")
+        (line,) = [ln for ln in out.splitlines() if ln.split()[:2] == [method, "0"]]
+        assert "diverged" in line and result["reason"] in line
+    assert "stn seed0 diverged: non-finite" in err  # the progress line as it finished

@@ -27,31 +27,29 @@ def evals(rows):
 def test_budget_in_epochs_fractional_and_steps(toy_problem):
     rows = []
     res = run(toy_problem(), rows=rows, cfg={"epochs": 1.5})  # 4 batches an epoch
-    assert (res["status"], res["steps"], res["epochs"]) == ("ok", 6, 1.5)
+    assert (res.status, res.steps, res.epochs) == ("ok", 6, 1.5)
     assert [r["step"] for r in evals(rows)] == [4, 6]  # each epoch end, and the budget's end
-    assert res["val_loss"] == min(r["val_loss"] for r in evals(rows))
-    assert run(toy_problem(), cfg={"epochs": None, "max_steps": 3})["steps"] == 3
-    assert run(toy_problem(), cfg={"epochs": 5, "max_steps": 3})["steps"] == 3
+    assert res.val_loss == min(r["val_loss"] for r in evals(rows))
+    assert run(toy_problem(), cfg={"epochs": None, "max_steps": 3}).steps == 3
+    assert run(toy_problem(), cfg={"epochs": 5, "max_steps": 3}).steps == 3
 
 
 def test_interrupted_run_resumes_bit_identical(toy_problem, tmp_path):
     full_rows, cut_rows = [], []
     full = run(toy_problem(), tmp_path / "a.pt", full_rows, cfg={"epochs": 3})
     cut = run(toy_problem(), tmp_path / "b.pt", cut_rows, cfg={"epochs": 3}, stop_after_steps=5)
-    assert cut["status"] == "interrupted" and cut["steps"] == 5
-    steps = []
-    done = run(
-        toy_problem(), tmp_path / "b.pt", cut_rows, cfg={"epochs": 3}, on_resume=steps.append
-    )
-    assert steps == [5]
-    assert done["status"] == "ok" and done["val_loss"] == full["val_loss"]
+    assert cut.status == "interrupted" and cut.steps == 5
+    kept = []
+    done = run(toy_problem(), tmp_path / "b.pt", cut_rows, cfg={"epochs": 3}, on_resume=kept.append)
+    assert kept == [1]  # the rows its checkpoint had logged: step 4's evaluation
+    assert done.status == "ok" and done.val_loss == full.val_loss
     assert evals(cut_rows) == evals(full_rows)
     a, b = ckpt.load(tmp_path / "a.pt")["model"], ckpt.load(tmp_path / "b.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     # a finished run found again just returns its result: no step trained, no row logged
     again_rows: list = []
     again = run(toy_problem(), tmp_path / "a.pt", rows=again_rows, cfg={"epochs": 3})
-    assert again["val_loss"] == full["val_loss"] and again["steps"] == full["steps"]
+    assert again.val_loss == full.val_loss and again.steps == full.steps
     assert again_rows == []
 
 
@@ -60,15 +58,18 @@ def test_promotion_continues_another_runs_checkpoint(toy_problem, tmp_path):
     run(toy_problem(), tmp_path / "rung0.pt", cfg={"epochs": 1})
     promoted = run(toy_problem(), tmp_path / "rung1.pt", cfg={"epochs": 3},
                    resume_from=tmp_path / "rung0.pt")  # fmt: skip
-    assert promoted["steps"] == 12 and promoted["val_loss"] == straight["val_loss"]
-    with pytest.raises(FileNotFoundError):
-        run(toy_problem(), tmp_path / "x.pt", resume_from=tmp_path / "missing.pt")
+    assert promoted.steps == 12 and promoted.val_loss == straight.val_loss
+    assert promoted.epochs == 3.0 and promoted.spent["epochs"] == 2.0  # its own share only
+    assert 0 < promoted.spent["seconds"] < promoted.wall_s
+    # a parent's checkpoint that is gone: trained from scratch, all of it its own
+    alone = run(toy_problem(), tmp_path / "x.pt", cfg={"epochs": 3},
+                resume_from=tmp_path / "missing.pt")  # fmt: skip
+    assert alone.val_loss == straight.val_loss and alone.spent["epochs"] == 3.0
 
 
 def test_a_diverging_run_ends_diverged(toy_problem, tmp_path):
     res = run(toy_problem(), tmp_path / "c.pt", cfg={"lr": 1e6, "epochs": 5})
-    assert res["status"] == "diverged" and res["val_loss"] is None
-    assert "non-finite" in res["stop_reason"] and res["steps"] < 20
+    assert res.status == "diverged" and res.reason.startswith("non-finite") and res.steps < 20
     assert (tmp_path / "c.pt").exists()
 
 
@@ -118,5 +119,5 @@ def test_config_from_task_and_a_real_task(tmp_path):
     with pytest.raises(ValueError, match="optimizer"):
         FixedConfig(optimizer="lbfgs")
     res = train_fixed(task.build(0), None, cfg, checkpoint_path=tmp_path / "d.pt")
-    assert res["status"] == "ok" and res["metric_name"] == "accuracy"
-    assert 0 < res["val_loss"] < 2.4 and 0 <= res["test_metric"] <= 1
+    assert res.status == "ok" and res.metric_name == "accuracy"
+    assert 0 < res.val_loss < 2.4 and 0 <= res.test_metric <= 1

@@ -44,7 +44,7 @@ def test_trial_writes_a_complete_run_folder_and_reuses_it(tmp_path, capsys):
     rows = rows_of(run_dir)
     assert [r["epoch"] for r in rows] == [1.0, 2.0]
     assert all(r["val_loss"] > 0 and r["hparams"]["dropout1"] == 0.3 for r in rows)
-    assert not RunDir(run_dir).checkpoint_file.exists()  # only Hyperband trials keep theirs
+    assert not RunDir(run_dir).checkpoint_file.exists()  # kept only when asked (Hyperband)
     lines = [x for x in capsys.readouterr().err.splitlines() if "digits-test/random" in x]
     assert len(lines) == 2 and "val_loss" in lines[0]  # one line per epoch off a terminal
     mtime = RunDir(run_dir).result_file.stat().st_mtime_ns
@@ -54,7 +54,7 @@ def test_trial_writes_a_complete_run_folder_and_reuses_it(tmp_path, capsys):
 
 def test_interrupted_trial_resumes_to_the_same_result(tmp_path):
     exp = digits_exp()
-    full = run_trial(exp, "hyperband", 1, None, tmp_path / "a", epochs=3)
+    full = run_trial(exp, "hyperband", 1, None, tmp_path / "a", epochs=3, keep_checkpoint=True)
     cut = run_trial(exp, "hyperband", 1, None, tmp_path / "b", epochs=3, stop_after_steps=20)
     assert cut["status"] == "interrupted" and not RunDir(tmp_path / "b").done
     done = run_trial(exp, "hyperband", 1, None, tmp_path / "b", epochs=3)
@@ -65,6 +65,7 @@ def test_interrupted_trial_resumes_to_the_same_result(tmp_path):
     promoted = run_trial(exp, "hyperband", 1, None, tmp_path / "c", epochs=4,
                          resume_from=tmp_path / "a")  # fmt: skip
     assert promoted["epochs"] == 4.0 and [r["epoch"] for r in rows_of(tmp_path / "c")] == [4.0]
+    assert promoted["spent"]["epochs"] == 1.0  # its own epoch, not its parent's three
 
 
 def test_stn_run_folder_resume_and_variants(tmp_path):

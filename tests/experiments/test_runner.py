@@ -65,7 +65,7 @@ def toy_stn(exp, method, seed, run_dir, *, wandb="off", device="cpu"):
 
 
 def toy_trial(exp, method, seed, params, run_dir, *, epochs=None, resume_from=None, variant=None,
-              wandb="off", device="cpu"):  # fmt: skip
+              keep_checkpoint=False, retry_failed=False, wandb="off", device="cpu"):  # fmt: skip
     if variant is not None:  # "final": the STN's final value, read from its run folder
         src = RunDir(Path(run_dir).parent.parent / variant.from_method / Path(run_dir).name)
         params = src.read_result()["hparams"]
@@ -263,9 +263,8 @@ def test_a_failed_run_resumes_from_its_checkpoint_on_rerun(tmp_path, capsys):
     # resumed, not restarted: the same rows and result as a run that never died
     ref = run_experiment(get("digits-mlp"), runs_dir=tmp_path / "b", **args)[("stn", 0)]
     clock = {"wall_s", "elapsed"}
-    assert {k: v for k, v in again.items() if k not in clock} == {
-        k: v for k, v in ref.items() if k not in clock
-    }
+    untimed = lambda r: {k: v for k, v in r.items() if k not in clock} | {"spent": None}  # noqa: E731
+    assert untimed(again) == untimed(ref) and again["spent"]["epochs"] == ref["spent"]["epochs"]
     strip = lambda rows: [{k: v for k, v in r.items() if k not in clock} for r in rows]  # noqa: E731
     ref_run = RunDir(tmp_path / "b" / "digits-mlp" / "stn" / "seed0")
     assert strip(run.metrics()) == strip(ref_run.metrics())
@@ -300,3 +299,12 @@ def test_slurm_sweep_is_interrupted_and_resumed_without_duplicate_trials(tmp_pat
         assert (trial / "starts.txt").read_text() == "start\n"  # re-attached, not resubmitted
     (row,) = [r for r in status(tmp_path, "toy") if r["method"] == "random"]
     assert row["done"] == 4 and len(row["jobs"]) == 4  # SLURM ids recorded in spec.json
+
+
+def test_a_local_search_is_extended_by_a_larger_budget(tmp_path):
+    exp = dataclasses.replace(toy_exp("local"), methods=("random",), seeds=(0,))
+    first = run_experiment(exp, runs_dir=tmp_path, objectives=OBJECTIVES)[("random", 0)]
+    more = run_experiment(exp, runs_dir=tmp_path, objectives=OBJECTIVES,
+                          overrides=["budget.trials=5"])[("random", 0)]  # fmt: skip
+    assert len(first["trials"]) == 3 and len(more["trials"]) == 5 and more["finished"]
+    assert more["trials"][:3] == first["trials"][:3]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -103,7 +104,10 @@ def test_smoke_applies_python_values_and_widens_ints():
         ("task.epoch=3", "unknown key 'task.epoch' (did you mean task.epochs?); valid: "),
         ("budget.trails=3", "valid: "),
         ("task.epochs=three", "task.epochs: expected int, got 'three'"),
-        ("task.lr=fast", "task.lr: expected float"),
+        ("task.lr=fast", "task.lr: expected finite number"),
+        ("task.lr=inf", "task.lr: expected finite number, got 'inf'"),
+        ("task.lr=nan", "task.lr: expected finite number"),
+        ('task.init={"lr": NaN}', "task.init: expected a JSON object"),
         ("task.augment=maybe", "expected bool"),
         ("task.widths=1,x", "expected comma-separated ints"),
         ("budget.trials=1.5", "expected int or none"),
@@ -148,10 +152,10 @@ def test_spec_validation():
 
 
 def test_to_dict_is_json_and_complete():
-    d = to_dict(apply_overrides(make(), ["budget.seconds=inf"]))
+    d = to_dict(apply_overrides(make(), {"task.lr": math.inf}))  # a value set in code
     text = json.dumps(d, allow_nan=False)
     assert json.loads(text)["task"]["widths"] == [32, 32]
-    assert d["budget"]["seconds"] == "inf" and d["launch"]["launcher"] == "local"
+    assert d["task"]["lr"] == "inf" and d["launch"]["launcher"] == "local"
     assert d["variants"]["noisy"]["noise_std"] == {"lr": 0.01}
 
 

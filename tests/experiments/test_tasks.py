@@ -254,7 +254,7 @@ def test_missing_dataset_is_one_line_naming_file_and_command(task, missing, tmp_
         (DigitsTask, {"hidden": 0}, "DigitsTask.hidden must be > 0, got 0"),
         (DigitsTask, {"lr": -1.0}, "DigitsTask.lr must be > 0, got -1.0"),
         (DigitsTask, {"val_frac": 1.0}, "DigitsTask.val_frac must be in (0, 1), got 1.0"),
-        (DigitsTask, {"optimizer": "rmsprop"}, "must be 'sgd' or 'adam', got 'rmsprop'"),
+        (DigitsTask, {"optimizer": "lbfgs"}, "must be 'sgd' or 'adam' or 'rmsprop', got 'lbfgs'"),
         (DigitsTask, {"wd_range": (0.1, 0.01)}, "weight_decay: empty range (0.1, 0.01)"),
         (Cifar10Task, {"momentum": 1.0}, "Cifar10Task.momentum must be in [0, 1), got 1.0"),
         (Cifar10Task, {"lr_decay": 0.0}, "Cifar10Task.lr_decay must be in (0, 1], got 0.0"),

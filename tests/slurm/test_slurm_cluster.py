@@ -19,7 +19,7 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
-from slurm import Launch, ResumableJob, make_executor, on_checkpoint, submit_array
+from slurm import Launch, ResumableJob, make_executor, on_checkpoint, submit_calls
 
 # The time-limit job starts with the first test: its minute-long run overlaps the other tests.
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("time_limit_job")]
@@ -110,7 +110,8 @@ def test_function_returns_its_value(tmp_path):
 def test_job_arrays_respect_size_and_parallelism(tmp_path):
     ex = make_executor(dataclasses.replace(SMALL, array_parallelism=1), tmp_path)
     log = tmp_path / "tasks.log"
-    jobs = submit_array(ex, timed_square, [(x, str(log), 1.0) for x in range(5)], max_array_size=3)
+    calls = [(timed_square, (x, str(log), 1.0)) for x in range(5)]
+    jobs = submit_calls(ex, calls, max_array_size=3)
     assert [j.result() for j in jobs] == [x * x for x in range(5)]
     # Two arrays (3 + 2 tasks: submitit does not split, we do), each running one task at a time.
     arrays: dict[str, list[tuple[float, float]]] = {}

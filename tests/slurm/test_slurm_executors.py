@@ -1,4 +1,4 @@
-"""make_executor / submit_array / ResumableJob without a cluster, and the golden sbatch script."""
+"""make_executor / submit_calls / ResumableJob without a cluster, and the golden sbatch script."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from slurm import (
     ResumableJob,
     make_executor,
     on_checkpoint,
-    submit_array,
     submit_calls,
 )
 
@@ -99,16 +98,16 @@ def test_make_executor_needs_a_launch(tmp_path):
         make_executor({"launcher": "local"}, tmp_path)
 
 
-def test_submit_array_splits_at_max_array_size(tmp_path):
+def test_submit_calls_splits_at_max_array_size(tmp_path):
     ex = make_executor(Launch(launcher="debug"), tmp_path)
     batches: list[int] = []
     process = ex._internal_process_submissions
     ex._internal_process_submissions = lambda subs: batches.append(len(subs)) or process(subs)
-    jobs = submit_array(ex, pow, [(2, k) for k in range(7)], max_array_size=3)
+    jobs = submit_calls(ex, [(pow, (2, k)) for k in range(7)], max_array_size=3)
     assert batches == [3, 3, 1]
     assert [j.result() for j in jobs] == [2**k for k in range(7)]
     with pytest.raises(LaunchError, match="max_array_size=0"):
-        submit_array(ex, pow, [(2, 1)], max_array_size=0)
+        submit_calls(ex, [(pow, (2, 1))], max_array_size=0)
 
 
 def test_submit_calls_mixes_functions_and_hides_a_drivers_slurm_variables(tmp_path, monkeypatch):

@@ -162,26 +162,16 @@ class Digits:
 
 
 def train_fixed(problem: Digits, cfg: STNConfig, steps: int) -> float:
-    """The same network trained plainly (n_hyper=0) at the initial hyperparameters, with the
-    same optimiser (Adam) and number of weight steps; returns its final validation loss."""
-    torch.manual_seed(cfg.seed)
-    model = problem.build_model(0)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    init = problem.space.init()
-    fixed = lambda n: HyperBatch.fixed(problem.space, init, n)  # noqa: E731
-    done, epoch = 0, 0
-    while done < steps:
-        model.train()
-        for batch in problem.train_batches(epoch):
-            opt.zero_grad()
-            problem.train_loss(model, batch, fixed(len(batch[0]))).backward()
-            opt.step()
-            done += 1
-            if done == steps:
-                break
-        epoch += 1
-    with torch.no_grad():
-        return problem.evaluate(model.eval(), fixed, "val")["loss"]
+    """The same network trained plainly (n_hyper=0) at the initial hyperparameters by the real
+    fixed-hyperparameter loop, with the same optimiser (Adam) and number of weight steps;
+    returns its final validation loss."""
+    from experiments.fixed import FixedConfig
+    from experiments.fixed import train_fixed as fixed_loop
+
+    rows = []
+    plain = FixedConfig(epochs=None, max_steps=steps, optimizer="adam", lr=cfg.lr, seed=cfg.seed)
+    fixed_loop(problem, None, plain, log=rows.append)
+    return [r for r in rows if r["kind"] == "eval"][-1]["val_loss"]
 
 
 def test_digits_tuned_dropout_beats_its_initial_value_fixed():

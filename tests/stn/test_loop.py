@@ -107,15 +107,14 @@ def test_rows_evaluations_and_result(toy_problem):
     evals = [r for r in rows if r["kind"] == "eval"]
     assert [r["row"] for r in rows] == list(range(len(rows)))
     assert len(hyper_rows) == res.trajectory_len == (4 * 4 - 4) // 2  # no hyper step in warm-up
-    assert all({"hp/dropout", "hp/noise", "sigma/dropout", "sigma/noise"} <= set(r) for r in rows)
+    assert all(set(r["hparams"]) == set(r["sigmas"]) == {"dropout", "noise"} for r in rows)
     assert all(math.isfinite(r["val_batch_loss"]) for r in hyper_rows)
-    assert [r["epoch"] for r in evals] == [0, 1, 2, 3]
+    assert [r["epoch"] for r in evals] == [1.0, 2.0, 3.0, 4.0]  # epochs trained: steps / 4
     walls = [r["wall_s"] for r in rows]
     assert walls == sorted(walls) and 0 < walls[-1] <= res.wall_s
     best = min(evals, key=lambda r: r["val_loss"])
     assert res.val_loss == best["val_loss"] and res.best_step == best["step"]
-    assert res.hparams == {"dropout": best["hp/dropout"], "noise": best["hp/noise"]}
-    assert res.final_hparams == {"dropout": evals[-1]["hp/dropout"], "noise": evals[-1]["hp/noise"]}
+    assert res.hparams == best["hparams"] and res.final_hparams == evals[-1]["hparams"]
     assert res.hparams != toy_problem().space.init()  # the hyperparameters moved
     # the returned model holds the best weights AND the hyperparameters of that moment
     with torch.no_grad():
@@ -126,21 +125,22 @@ def test_rows_evaluations_and_result(toy_problem):
     from experiments.store import RESULT_KEYS  # the run store's contract, not a copy of it
 
     assert set(RESULT_KEYS) <= set(record)
-    assert (record["status"], record["epochs"], record["steps"]) == ("ok", 4, 16)
+    assert (record["status"], record["epochs"], record["steps"]) == ("ok", 4.0, 16)
+    assert record["spent"] == {"epochs": 4.0, "seconds": res.wall_s} and record["reason"] is None
 
 
-def test_max_steps_stops_mid_epoch_and_evaluates(toy_problem):
+def test_max_steps_stops_mid_epoch_and_records_the_fraction(toy_problem):
     rows = []
     res = train(toy_problem(), STNConfig(epochs=10, max_steps=6), log=rows.append)
-    assert (res.status, res.steps, res.epochs) == ("ok", 6, 2)
-    assert rows[-1]["kind"] == "eval" and rows[-1]["step"] == 6
+    assert (res.status, res.steps, res.epochs) == ("ok", 6, 1.5)  # 4 batches an epoch
+    assert rows[-1]["kind"] == "eval" and (rows[-1]["step"], rows[-1]["epoch"]) == (6, 1.5)
 
 
 def test_evaluate_every_and_the_final_evaluation(toy_problem):
     rows = []
     train(toy_problem(), STNConfig(epochs=3, evaluate_every=2), log=rows.append)
     evals = [(r["epoch"], r["step"]) for r in rows if r["kind"] == "eval"]
-    assert evals == [(1, 8), (2, 12)]  # every 2 epochs, and the end state once
+    assert evals == [(2.0, 8), (3.0, 12)]  # every 2 epochs, and the end state once
 
 
 def test_nan_loss_returns_diverged(toy_problem):
@@ -149,7 +149,9 @@ def test_nan_loss_returns_diverged(toy_problem):
     problem.train_loss = lambda m, b, hb: loss(m, b, hb) * (math.nan if problem.calls > 5 else 1)
     res = train(problem, STNConfig(epochs=5))
     assert res.status == "diverged" and res.steps == 6
-    assert res.as_record()["status"] == "diverged"
+    assert res.reason == "non-finite training loss (nan) at step 6"
+    record = res.as_record()
+    assert record["status"] == "diverged" and record["val_loss"] == res.val_loss  # epoch 1's
 
 
 def test_patience_stops_the_run(toy_problem):
@@ -157,6 +159,7 @@ def test_patience_stops_the_run(toy_problem):
     problem.evaluate = lambda model, hyper_fn, split: {"loss": 1.0, "metric": 0.5}
     res = train(problem, STNConfig(epochs=50, patience=2))
     assert res.status == "ok" and res.epochs == 3  # the first evaluation, then two without gain
+    assert res.reason == "no improvement in 2 evaluations"
 
 
 @pytest.mark.parametrize(
@@ -171,7 +174,7 @@ def test_patience_stops_the_run(toy_problem):
         ({"lr": 0}, "lr must be > 0"),
         ({"momentum": 1.0}, "momentum must be in"),
         ({"linearize": True}, "linearize is a Delta-STN option"),
-        ({"tune_scales": True, "perturb_in_val": False}, "tune_scales needs perturbation"),
+        ({"diverge_after": -1}, "diverge_after must be >= 0"),
         ({"device": "gpu0"}, "unknown device"),
         ({"epoch": 3}, "unknown STNConfig keys ['epoch']; valid: epochs, max_steps"),
     ],
