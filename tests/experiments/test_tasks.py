@@ -419,8 +419,8 @@ def test_every_problem_has_its_chance_loss_and_data_info(data):
 
 
 BAD_RUNS = {  # --set overrides and data faults caught before anything is written
-    "epochs-inf": ("ptb-lstm", ["task.epochs=inf"], None, "PTBTask.epochs must be finite"),
-    "lr-inf": ("cifar10-alexnet", ["task.lr=inf"], None, "Cifar10Task.lr must be finite"),
+    "epochs-inf": ("ptb-lstm", ["task.epochs=inf"], None, "task.epochs: expected finite number"),
+    "lr-inf": ("cifar10-alexnet", ["task.lr=inf"], None, "task.lr: expected finite number"),
     "fractions": (
         "digits-mlp",
         ["task.val_frac=0.5", "task.test_frac=0.5"],
