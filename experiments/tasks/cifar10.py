@@ -58,6 +58,7 @@ class Cifar10Task:
     patience: int = 75  # stop after 75 epochs without a new best ...
     min_lr: float = 1e-5  # ... or once the LR is below 1e-5 (the authors' rules)
     decay_reset: bool = False  # stn.schedule.Plateau: False is the authors' rule
+    diverge_after: int = 3  # evaluations in a row above chance loss: diverged (0: off)
     # cutout as the authors' code ran it: their integers are floor(high * sigmoid(u)), which
     # never reaches `high`, and the length was initialised on 0..25 but projected on 0..24: so
     # length 0..23 from 3 (init 4 became 3) and holes 0..3 from 1. False: the paper's 0..24

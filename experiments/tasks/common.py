@@ -61,7 +61,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     **dict.fromkeys("epochs max_steps lr grad_clip".split(), _POSITIVE),
     **dict.fromkeys(
-        "split_seed decay_window patience min_lr noise_max ar_max tar_max".split(), _NON_NEGATIVE
+        "split_seed decay_window patience min_lr noise_max ar_max tar_max diverge_after".split(),
+        _NON_NEGATIVE,
     ),
     "val_frac": _between(0, 1, True, True),
     "test_frac": _between(0, 1, True, True),

@@ -38,6 +38,7 @@ class DigitsTask:
     optimizer: str = "sgd"  # weights' optimiser: "sgd" | "adam"
     lr: float = 0.05  # weights' learning rate
     momentum: float = 0.9  # SGD momentum
+    diverge_after: int = 3  # evaluations in a row above chance loss: diverged (0: off)
     # ranges: wide enough to over-regularise, narrow enough that a 20-epoch search is useful
     dropout_max: float = 0.8  # upper end of each hidden layer's dropout range
     input_dropout_max: float = 0.5  # upper end of the input dropout range (64 pixels only)

@@ -79,6 +79,7 @@ class PTBTask:
     patience: int = 20  # stop after 20 evaluations without a new best ...
     min_lr: float = 3e-4  # ... or once the LR is below 3e-4
     decay_reset: bool = False  # stn.schedule.Plateau: False is the authors' rule
+    diverge_after: int = 3  # evaluations in a row above chance loss: diverged (0: off)
 
     def __post_init__(self) -> None:
         if self.hnet_input not in NET_INPUTS:

@@ -493,3 +493,18 @@ def test_the_plateau_option_reaches_both_loops(reset):
     exp = dataclasses.replace(exp, task=dataclasses.replace(exp.task, decay_reset=reset))
     assert FixedConfig.from_task(exp.task).decay_reset is reset
     assert stn_config(exp, "stn", 0, "cpu", 10).decay_reset is reset
+
+
+@pytest.mark.parametrize("name", ["digits-mlp", "cifar10-alexnet", "ptb-lstm"])
+def test_one_divergence_setting_drives_both_loops(name):
+    """task.diverge_after is the divergence rule's setting of the fixed loop and of STN alike."""
+    import dataclasses
+
+    from experiments.definitions import ALL
+    from experiments.fixed import FixedConfig
+    from experiments.objective import stn_config
+
+    exp = {e.name: e for e in ALL}[name]
+    exp = dataclasses.replace(exp, task=dataclasses.replace(exp.task, diverge_after=7))
+    assert FixedConfig.from_task(exp.task).diverge_after == 7
+    assert stn_config(exp, "stn", 0, "cpu", 10).diverge_after == 7
