@@ -237,8 +237,14 @@ class _Recorder:
         self.run = run
         place = run.place or Place(exp.name, spec["method"], spec["seed"])
         space = [dataclasses.asdict(p) for p in problem.space]
-        spec = {"experiment": to_dict(exp), **spec, "experiment_seed": place.seed,
-                "trial": place.trial, "space": space}  # fmt: skip
+        spec = {
+            "experiment": to_dict(exp),
+            **spec,
+            "experiment_seed": place.seed,
+            "trial": place.trial,
+            "space": space,
+            "data": getattr(problem, "data_info", None),
+        }  # sizes, out-of-vocabulary counts
         self.spec = run.write_spec(spec, **_software(device))  # W&B's config: the same record
         name = place.name.replace(" ", "-")
         group = f"{place.method}-seed{place.seed}"

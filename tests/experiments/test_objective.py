@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -143,3 +144,5 @@ def test_every_definition_and_the_table_1_pipeline_smoke(tmp_path):
     for name in small.methods[1:]:
         rec = run_trial(small, name, 0, None, runs / name / "seed0", variant=small.variants[name])
         assert rec["status"] == "ok" and rec["metric_name"] == "perplexity", name
+    spec = json.loads((runs / "stn" / "seed0" / "spec.json").read_text())
+    assert spec["data"]["vocab"] == 40 and spec["data"]["oov"]["test"] == {"tokens": 0, "types": 0}
