@@ -34,6 +34,7 @@ class ConfigError(ValueError):
     """An invalid STN configuration or setup (a user mistake: one-line message)."""
 
 
+FINAL_HPARAMS = ("best", "last")  # STNConfig.final_hparams
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 
 
@@ -121,6 +122,10 @@ class STNConfig:
     min_lr: float = 0.0  # stop once the weights' LR is below this (LSTM: 3e-4)
     decay_reset: bool = False  # clear the plateau history after a decay (False: the authors')
     diverge_after: int = 3  # evaluations in a row above the problem's chance loss (0: off)
+    # what the best weights are reported with: "best", their own hyperparameters (the numbers of
+    # their evaluation), or "last", the run's final ones, evaluated again at the end (the
+    # authors' CIFAR code, whose reload of the best checkpoint kept the last hyperparameters)
+    final_hparams: str = "best"
     seed: int = 0  # seeds Python, NumPy and torch at the start of a fresh run
     device: str = "cpu"  # torch device of the model, hyperparameters and batches
     checkpoint_every_steps: int = 0  # also save every this many steps (0: at each epoch's end)
@@ -195,6 +200,8 @@ def _problems(c: STNConfig):
         yield f"momentum must be in [0, 1), got {c.momentum}"
     if not 0 < c.lr_decay <= 1:
         yield f"lr_decay must be in (0, 1], got {c.lr_decay}"
+    if c.final_hparams not in FINAL_HPARAMS:
+        yield f"unknown final_hparams {c.final_hparams!r}; valid: {', '.join(FINAL_HPARAMS)}"
     if c.linearize and not c.delta:
         yield "linearize is a Delta-STN option: set delta=True too"
     try:

@@ -126,6 +126,8 @@ def train(
     if run.status in (None, "ok") and run.last_eval_step != run.step:
         run.evaluate(schedule=False)  # the end state is always evaluated once
     run.end("ok", None)  # unless it ended earlier
+    if cfg.final_hparams == "last" and run.best is not None and run.final is None:
+        run.final = run.best_at_last()
     run.elapsed, run.t0 = run.wall_s(), None  # the clock stops: saved and returned alike
     save()
     return run.result(run.status)
@@ -202,6 +204,7 @@ class _Run:
         self.status: str | None = None  # None while training; "ok" | "diverged" once it ends
         self.reason: str | None = None  # why it ended early
         self.best: dict[str, Any] | None = None
+        self.final: dict[str, Any] | None = None  # final_hparams="last": the best weights, again
         self.train_it = self.val_it = None
         self.elapsed, self.t0 = 0.0, time.perf_counter()
 
@@ -318,9 +321,18 @@ class _Run:
         if why is not None:
             self.end("diverged", why)
             return
-        if self.best is None or rec["val_loss"] < self.best["val_loss"]:
+        # The authors' CNN code starts its best record and plateau history after the warm-up
+        # (hypertrain.py): a warm-up evaluation is kept only until the first one after it.
+        warm = self.step <= max(self.cfg.warmup_epochs * self.spe, self.cfg.warmup_steps)
+        best_warm = self.best is not None and self.best.get("warmup", False)
+        if (
+            self.best is None
+            or (best_warm and not warm)
+            or (best_warm == warm and rec["val_loss"] < self.best["val_loss"])
+        ):
             self.best = {
                 **rec,
+                "warmup": warm,
                 "step": self.step,
                 "hparams": self.hyper.current(),
                 "scales": self.hyper.scales(),
@@ -328,8 +340,23 @@ class _Run:
                 "hyper": _clone(self.hyper.state_dict()),
             }
         weight_opts = [self.opts[k] for k in self.groups]
-        if schedule and self.plateau.step(rec["val_loss"], weight_opts):
+        if schedule and not warm and self.plateau.step(rec["val_loss"], weight_opts):
             self.end("ok", self.plateau.reason)
+
+    def best_at_last(self) -> dict[str, Any]:
+        """The best weights evaluated at the final hyperparameters (final_hparams="last");
+        the model is left as it was."""
+        now = _clone(self.model.state_dict())
+        self.model.load_state_dict(self.best["model"])
+        self.model.eval()
+        with torch.no_grad():
+            hyper_fn = lambda b: self.hyper.batch(b, perturb=False)  # noqa: E731
+            val = self.problem.evaluate(self.model, hyper_fn, "val")
+            test = self.problem.evaluate(self.model, hyper_fn, "test")
+        self.model.load_state_dict(now)
+        return {"val_loss": float(val["loss"]), "val_metric": float(val["metric"]),
+                "test_loss": float(test["loss"]), "test_metric": float(test["metric"]),
+                "hparams": self.hyper.current()}  # fmt: skip
 
     def end(self, status: str, reason: str | None) -> None:
         """The run's verdict, unless it already has one."""
@@ -367,6 +394,7 @@ class _Run:
             "wall_s": self.wall_s(),
             "problem": self.problem.state_dict() if hasattr(self.problem, "state_dict") else {},
             "best": self.best,
+            "final": self.final,
             "rng": ckpt.rng_state(),
         }
 
@@ -390,7 +418,7 @@ class _Run:
             self.t0 = None  # finished: its clock stopped
         if hasattr(self.problem, "load_state_dict"):
             self.problem.load_state_dict(state["problem"])
-        self.best = state["best"]
+        self.best, self.final = state["best"], state.get("final")
         # Recreate the data iterators where they were, before restoring the RNG: whatever
         # creating or skipping them draws then cannot shift the random stream of the steps.
         if self.status is None and self.epoch < self.cfg.epochs:
@@ -403,8 +431,11 @@ class _Run:
         final, scales = self.hyper.current(), self.hyper.scales()
         best = self.best or {}
         if best and status != "interrupted":
-            self.model.load_state_dict(best["model"])  # best weights with their own lambda
-            self.hyper.load_state_dict(best["hyper"])
+            self.model.load_state_dict(best["model"])  # best weights with their own lambda ...
+            if self.final is None:
+                self.hyper.load_state_dict(best["hyper"])
+            else:  # ... or with the last one, as they were evaluated at the end
+                best = {**best, **self.final}
         nan, epochs, wall = math.nan, self.step / self.spe, self.wall_s()
         return STNResult(
             status=status,

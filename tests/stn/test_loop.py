@@ -112,7 +112,7 @@ def test_rows_evaluations_and_result(toy_problem):
     assert [r["epoch"] for r in evals] == [1.0, 2.0, 3.0, 4.0]  # epochs trained: steps / 4
     walls = [r["wall_s"] for r in rows]
     assert walls == sorted(walls) and 0 < walls[-1] <= res.wall_s
-    best = min(evals, key=lambda r: r["val_loss"])
+    best = min(evals[1:], key=lambda r: r["val_loss"])  # the warm-up's evaluation is not a best
     assert res.val_loss == best["val_loss"] and res.best_step == best["step"]
     assert res.hparams == best["hparams"] and res.final_hparams == evals[-1]["hparams"]
     assert res.hparams != toy_problem().space.init()  # the hyperparameters moved
@@ -127,6 +127,63 @@ def test_rows_evaluations_and_result(toy_problem):
     assert set(RESULT_KEYS) <= set(record)
     assert (record["status"], record["epochs"], record["steps"]) == ("ok", 4.0, 16)
     assert record["spent"] == {"epochs": 4.0, "seconds": res.wall_s} and record["reason"] is None
+
+
+def test_warm_up_evaluations_are_neither_best_nor_plateau_history(toy_problem, tmp_path):
+    """As the authors' CNN code, whose best record and plateau history start after the warm-up:
+    the warm-up's evaluations are logged, but a better one there is not the run's best, and
+    the learning-rate rule never sees them."""
+    problem = toy_problem()
+    losses = iter([0.1, 0.2, 0.9, 0.8, 0.7, 0.6])  # the warm-up's two evaluations are the best
+    evaluate = problem.evaluate
+    problem.evaluate = lambda m, f, split: {
+        **evaluate(m, f, split), **({"loss": next(losses)} if split == "val" else {})
+    }
+    path = tmp_path / "ck.pt"
+    cfg = STNConfig(epochs=6, warmup_epochs=2, lr_decay=0.5, decay_window=1)
+    rows = []
+    res = train(problem, cfg, log=rows.append, checkpoint_path=path)
+    assert [r["val_loss"] for r in rows if r["kind"] == "eval"] == [0.1, 0.2, 0.9, 0.8, 0.7, 0.6]
+    assert res.val_loss == 0.6 and res.best_step == 24
+    plateau = torch.load(path, weights_only=False)["plateau"]
+    assert plateau["history"] == [0.9, 0.8, 0.7, 0.6] and plateau["decays"] == 0
+
+
+def test_a_run_that_never_leaves_its_warm_up_reports_its_best_warm_up_evaluation(toy_problem):
+    res = train(toy_problem(), STNConfig(epochs=2, warmup_epochs=5))
+    assert res.status == "ok" and math.isfinite(res.val_loss) and res.best_step in (4, 8)
+
+
+@pytest.mark.parametrize("final", ["best", "last"])
+def test_final_hparams_last_reports_the_best_weights_at_the_last_hyperparameters(
+    toy_problem, final
+):
+    """final_hparams="last" reproduces the authors' CIFAR evaluation (their reload of the best
+    checkpoint kept the last hyperparameters); "best" reports the best evaluation as it was."""
+    problem, calls = toy_problem(), []
+    evaluate = problem.evaluate
+
+    def worse_later(model, hyper_fn, split):  # the 3rd to 5th evaluations look worse
+        out = evaluate(model, hyper_fn, split)
+        calls.append(split)
+        return {**out, "loss": out["loss"] + 10} if 3 <= calls.count("val") <= 5 else out
+
+    problem.evaluate, rows = worse_later, []
+    cfg = STNConfig(epochs=5, hyper_lr=0.2, final_hparams=final)
+    res = train(problem, cfg, log=rows.append)
+    evals = [r for r in rows if r["kind"] == "eval"]
+    best = min(evals, key=lambda r: r["val_loss"])
+    assert res.best_step == best["step"] and res.final_hparams == evals[-1]["hparams"]
+    with torch.no_grad():  # the returned model and hyper are what the numbers were computed at
+        hyper_fn = lambda b: res.hyper.batch(b, perturb=False)  # noqa: E731
+        again = toy_problem().evaluate(res.model.eval(), hyper_fn, "val")
+    assert again["loss"] == pytest.approx(res.val_loss, abs=1e-6)
+    assert res.best_step <= 8 and calls.count("val") == (5 if final == "best" else 6)
+    if final == "best":
+        assert res.val_loss == best["val_loss"] and res.hparams == best["hparams"]
+    else:
+        assert res.hparams == res.final_hparams != best["hparams"]
+        assert res.val_loss != best["val_loss"]
 
 
 def test_max_steps_stops_mid_epoch_and_records_the_fraction(toy_problem):
