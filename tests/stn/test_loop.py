@@ -137,7 +137,8 @@ def test_warm_up_evaluations_are_neither_best_nor_plateau_history(toy_problem, t
     losses = iter([0.1, 0.2, 0.9, 0.8, 0.7, 0.6])  # the warm-up's two evaluations are the best
     evaluate = problem.evaluate
     problem.evaluate = lambda m, f, split: {
-        **evaluate(m, f, split), **({"loss": next(losses)} if split == "val" else {})
+        **evaluate(m, f, split),
+        **({"loss": next(losses)} if split == "val" else {}),
     }
     path = tmp_path / "ck.pt"
     cfg = STNConfig(epochs=6, warmup_epochs=2, lr_decay=0.5, decay_window=1)
