@@ -1,7 +1,8 @@
 """Figures (seaborn on matplotlib), each saved as PNG and PDF.
 
 - `schedules`: hyperparameters over training, one panel per hyperparameter, a line per seed
-  (colour = method, or the initial value on a sequential palette for ptb-schedule-init);
+  (colour = method, or the initial value on a sequential palette for ptb-schedule-init); a
+  PBT search's line is the schedule its selected trial's lineage followed (`load.schedule_rows`);
 - `best_so_far`: best validation loss so far against compute (wall-clock and epochs), mean and
   range over seeds, one line per method, on a log axis zoomed on where the methods end;
 - `final_hparams`: the final hyperparameters each method found, one panel per hyperparameter.
@@ -154,8 +155,10 @@ def schedules(metrics: pd.DataFrame, hp_names: list[str], title: str, *,
                            c=[pal[f"{v:g}"] for v in start.values()], s=18, zorder=3)  # fmt: skip
             else:
                 order, pal, h = *_hue(set(data["method"]), palette), "method"
+            # in row order (sort=False): a PBT lineage jumps at one epoch, its two points kept
+            # in order, so its steps are drawn as steps
             sns.lineplot(data=data, x=x, y=col, hue=h, hue_order=order, palette=pal,
-                         units="seed", estimator=None, ax=ax, lw=1.0,
+                         units="seed", estimator=None, ax=ax, lw=1.0, sort=False,
                          legend=legend_ax is None)  # fmt: skip
             legend_ax = legend_ax or ax  # one legend: the first panel with data
             _y_axis(ax, name, log)
