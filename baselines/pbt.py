@@ -20,7 +20,9 @@ from the top `fraction` (exploit: it continues that member's trial) and explores
 - "resample": each hyperparameter redrawn from the prior (uniform, log-uniform, integer
   cells) with probability `resample_probability`, else kept.
 The others continue their own last trial with their own hyperparameters. The first generation
-draws its hyperparameters from the prior. Trials are scored on their own evaluations
+draws its hyperparameters from the prior (`start="prior"`, Jaderberg et al.), or starts from
+the space's initial values, where STN starts (`start="init"`: member 0 at them, the others
+explored from them once). Trials are scored on their own evaluations
 (`scores_own_segment`): a member is ranked by how it does now, not by an ancestor's best.
 
 Budgets are epochs, the suite's unit: the fixed loop rounds each trial's cumulative target to
@@ -46,6 +48,7 @@ from .base import Searcher, SearcherError, Suggestion, Trial, random_params, req
 __all__ = ["PBT", "perturb"]
 
 EXPLORE = ("perturb", "resample")
+STARTS = ("prior", "init")
 FACTORS = (0.8, 1.2)  # Jaderberg et al.'s perturbation factors
 
 
@@ -74,6 +77,7 @@ class PBT(Searcher):
         fraction: float = 0.25  # truncation: the bottom fraction copies the top fraction
         explore: str = "perturb"  # "perturb" (x0.8 / x1.2) | "resample" (from the prior)
         resample_probability: float = 0.25  # "resample": chance each hyperparameter is redrawn
+        start: str = "prior"  # first generation: "prior" (random) | "init" (the space's init)
 
     def __init__(self, space: Space, seed: int, **options: Any) -> None:
         super().__init__(space, seed, **options)
@@ -84,13 +88,14 @@ class PBT(Searcher):
         self._check_number("fraction", o.fraction, 0, 0.5, low_ok=False)
         self._check_choice("explore", o.explore, EXPLORE)
         self._check_number("resample_probability", o.resample_probability, 0, 1)
+        self._check_choice("start", o.start, STARTS)
         require_bounded(space)
         self.ends = _ends(o.epochs, o.interval)  # cumulative epochs of each generation
         self.cut = max(1, int(o.population * o.fraction))  # members in the top / bottom
         # members[m]: member m's trials, one per generation asked so far
         self.members: list[list[int]] = [[] for _ in range(o.population)]
         # what each member does in the current generation: (its last trial, the top trials it
-        # copies one of instead, if any); gen 0: nothing to continue, params from the prior
+        # copies one of instead, if any); gen 0: nothing to continue (params from `start`)
         self._plan: list[tuple[int | None, list[int]]] = [(None, [])] * o.population
         self._gen, self._asked, self._halted = 0, 0, False
 
@@ -109,12 +114,12 @@ class PBT(Searcher):
             return None  # done, or the generation waits for its results
         m = self._asked
         own, top = self._plan[m]
+        rng = np.random.default_rng([self.seed, trial_id])
         if own is None:  # the first generation
-            params, parent = random_params(self.space, self.seed, trial_id), None
+            params, parent = self._first(m, trial_id, rng), None
         elif not top:  # keeps its own weights and hyperparameters
             params, parent = dict(self.trials[own].suggestion.params), own
         else:  # exploit a top member, then explore from its hyperparameters
-            rng = np.random.default_rng([self.seed, trial_id])
             parent = top[int(rng.integers(len(top)))]
             params = self._explore(self.trials[parent].suggestion.params, rng)
         self._asked += 1
@@ -142,6 +147,12 @@ class PBT(Searcher):
         top = [current[m] for m in ok[: self.cut]]
         bottom = set(ranked[-self.cut :]) | {m for m in ranked if not math.isfinite(loss[m])}
         return [(t, top if m in bottom else []) for m, t in enumerate(current)]
+
+    def _first(self, member: int, trial_id: int, rng: np.random.Generator) -> dict[str, float]:
+        if self.options.start == "prior":
+            return random_params(self.space, self.seed, trial_id)
+        init = self.space.init()
+        return init if member == 0 else self._explore(init, rng)
 
     def _explore(self, params: dict[str, float], rng: np.random.Generator) -> dict[str, float]:
         out = {}
