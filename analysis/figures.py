@@ -130,6 +130,17 @@ def _init_hue(data: pd.DataFrame, name: str, inits: Mapping[str, Mapping[str, fl
     return data["method"].map(labels), [labels[m] for m in ordered], palette, start
 
 
+def _training_values(data: pd.DataFrame) -> pd.DataFrame:
+    """A run whose training rows log the values each step used (a noisy, periodic or replayed
+    schedule) evaluates at its base values: its schedule is its training rows alone."""
+    if "kind" not in data or not (data["kind"] == "train").any():
+        return data
+    varied = data.loc[data["kind"] == "train", ["method", "seed"]].drop_duplicates()
+    keys = pd.MultiIndex.from_frame(data[["method", "seed"]])
+    drop = keys.isin(pd.MultiIndex.from_frame(varied)) & (data["kind"] == "eval").to_numpy()
+    return data[~drop]
+
+
 def schedules(metrics: pd.DataFrame, hp_names: list[str], title: str, *,
               log: Iterable[str] = (), inits: Mapping[str, Mapping[str, float]] | None = None,
               palette: Mapping[str, tuple] | None = None):  # fmt: skip
@@ -144,6 +155,7 @@ def schedules(metrics: pd.DataFrame, hp_names: list[str], title: str, *,
     for i, (ax, name) in enumerate(zip(axes, hp_names or ["hyperparameters"])):
         col = cols[i] if cols else "-"
         data = metrics[metrics[col].notna()].copy() if col in metrics else metrics.iloc[0:0]
+        data = _training_values(data)
         if data.empty:
             _empty(ax, name)
         else:
