@@ -175,7 +175,7 @@ class PBT(Searcher):
             "epochs": self.options.population * float(self.ends[-1]),
             "cut": self.cut,
         }
-        return {"plan": plan, "members": [list(t) for t in self.members]}  # fmt: skip
+        return {"plan": plan, "members": [list(t) for t in self.members]}
 
 
 def _ends(epochs: float, interval: float) -> list[Fraction]:

@@ -191,9 +191,13 @@ def test_a_search_cut_mid_generation_resumes_to_the_same_result(tmp_path):
 
 def test_the_selected_lineage_is_replayed_by_a_schedule_variant(tmp_path):
     exp = digits_pbt(population=3, epochs=3.0, interval=1.0, fraction=0.34)
+    run_dir = tmp_path / "digits-pbt" / "pbt-schedule" / "seed0"
+    with pytest.raises(KeyboardInterrupt):
+        search(exp, tmp_path, Cut(at=2))
+    with pytest.raises(ValueError, match=r"finished 'pbt' search .*\(run method pbt first\)"):
+        run_trial(exp, "pbt-schedule", 0, None, run_dir, variant=exp.variants["pbt-schedule"])
     summary = search(exp, tmp_path)
     plan = summary["best"]["lineage"]
-    run_dir = tmp_path / "digits-pbt" / "pbt-schedule" / "seed0"
     rec = run_trial(exp, "pbt-schedule", derive_seed(0, "pbt-schedule"), None, run_dir,
                     variant=exp.variants["pbt-schedule"], epochs=plan[-1]["to_epoch"])  # fmt: skip
     assert rec["status"] == "ok"
