@@ -1,7 +1,8 @@
 """Figures (seaborn on matplotlib), each saved as PNG and PDF.
 
 - `schedules`: hyperparameters over training, one panel per hyperparameter, a line per seed
-  (colour = method, or the initial value on a sequential palette for ptb-schedule-init);
+  (colour = method, or the initial value on a sequential palette for ptb-schedule-init); a
+  PBT search's line is the schedule its selected trial's lineage followed (`load.schedule_rows`);
 - `best_so_far`: best validation loss so far against compute (wall-clock and epochs), mean and
   range over seeds, one line per method, on a log axis zoomed on where the methods end;
 - `final_hparams`: the final hyperparameters each method found, one panel per hyperparameter.
@@ -129,6 +130,17 @@ def _init_hue(data: pd.DataFrame, name: str, inits: Mapping[str, Mapping[str, fl
     return data["method"].map(labels), [labels[m] for m in ordered], palette, start
 
 
+def _training_values(data: pd.DataFrame) -> pd.DataFrame:
+    """A run whose training rows log the values each step used (a noisy, periodic or replayed
+    schedule) evaluates at its base values: its schedule is its training rows alone."""
+    if "kind" not in data or not (data["kind"] == "train").any():
+        return data
+    varied = data.loc[data["kind"] == "train", ["method", "seed"]].drop_duplicates()
+    keys = pd.MultiIndex.from_frame(data[["method", "seed"]])
+    drop = keys.isin(pd.MultiIndex.from_frame(varied)) & (data["kind"] == "eval").to_numpy()
+    return data[~drop]
+
+
 def schedules(metrics: pd.DataFrame, hp_names: list[str], title: str, *,
               log: Iterable[str] = (), inits: Mapping[str, Mapping[str, float]] | None = None,
               palette: Mapping[str, tuple] | None = None):  # fmt: skip
@@ -143,6 +155,7 @@ def schedules(metrics: pd.DataFrame, hp_names: list[str], title: str, *,
     for i, (ax, name) in enumerate(zip(axes, hp_names or ["hyperparameters"])):
         col = cols[i] if cols else "-"
         data = metrics[metrics[col].notna()].copy() if col in metrics else metrics.iloc[0:0]
+        data = _training_values(data)
         if data.empty:
             _empty(ax, name)
         else:
@@ -154,8 +167,10 @@ def schedules(metrics: pd.DataFrame, hp_names: list[str], title: str, *,
                            c=[pal[f"{v:g}"] for v in start.values()], s=18, zorder=3)  # fmt: skip
             else:
                 order, pal, h = *_hue(set(data["method"]), palette), "method"
+            # in row order (sort=False): a PBT lineage jumps at one epoch, its two points kept
+            # in order, so its steps are drawn as steps
             sns.lineplot(data=data, x=x, y=col, hue=h, hue_order=order, palette=pal,
-                         units="seed", estimator=None, ax=ax, lw=1.0,
+                         units="seed", estimator=None, ax=ax, lw=1.0, sort=False,
                          legend=legend_ax is None)  # fmt: skip
             legend_ax = legend_ax or ax  # one legend: the first panel with data
             _y_axis(ax, name, log)

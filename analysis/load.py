@@ -9,6 +9,10 @@ which trial the search selected), or from the trial folders while a search has n
 experiment's spec, search space and the environments the runs recorded; `final_rows` one row
 per (method, seed): the run itself, or the search's selected trial with the budget it spent.
 
+`schedule_rows` is the hyperparameter schedule a search followed where its trials continue
+other trials' checkpoints with other hyperparameters (PBT): its selected trial's lineage
+(`experiments.store.lineage`), drawn beside STN's trajectories.
+
 `run_row`, `runs_frame` and `metrics_frame` build those tables from plain dicts; the W&B source
 (`analysis.wandb_source`) builds its rows with the same functions, so both sources give the same
 tables for the same runs. A hyperparameter's column is "hparams.<name>" in every table.
@@ -41,12 +45,13 @@ __all__ = [
     "metrics_frame",
     "run_row",
     "runs_frame",
+    "schedule_rows",
 ]
 
 KEYS = ["method", "seed", "trial"]  # a run's place in the store; trial is NaN for a single run
-RUN_COLUMNS = ["experiment", "method", "seed", "trial", "status", "reason", "val_loss",
-               "test_loss", "val_metric", "test_metric", "metric_name", "epochs", "wall_s",
-               "spent_epochs", "spent_s", "selected", "path"]  # fmt: skip
+RUN_COLUMNS = ["experiment", "method", "seed", "trial", "resume_from", "status", "reason",
+               "val_loss", "test_loss", "val_metric", "test_metric", "metric_name", "epochs",
+               "wall_s", "spent_epochs", "spent_s", "selected", "path"]  # fmt: skip
 _NUMBERS = ("val_loss", "test_loss", "val_metric", "test_metric", "epochs", "wall_s")
 ENV_KEYS = ("torch", "cpu", "threads")  # what makes two runs of one seed comparable bit for bit
 
@@ -73,15 +78,19 @@ Record = Mapping[str, Any]
 
 def run_row(experiment: str, method: str, seed: int, trial: int | None, result: Record | None,
             path: str, *, parent: Record | None = None, selected: bool | None = None,
-            env: Record | None = None) -> dict[str, Any]:  # fmt: skip
+            env: Record | None = None, resume_from: int | None = None,
+            ) -> dict[str, Any]:  # fmt: skip
     """One row of `load_runs` from a result record (None: not finished, status "running").
+    `resume_from`: the trial whose checkpoint this trial continued (`parent` is its record).
 
     The hyperparameters the record holds ("hparams", or a search.json row's "params") become
     columns "hparams.<name>"; the budget the run spent itself (`store.spent`, a promotion's
     parent taken off) "spent_epochs" and "spent_s"; the environment "env.<key>"."""
     res = result if result is not None else {"status": "running"}
     row = {"experiment": experiment, "method": method, "seed": int(seed),
-           "trial": None if trial is None else int(trial), "status": res.get("status", "unknown"),
+           "trial": None if trial is None else int(trial),
+           "resume_from": None if resume_from is None else int(resume_from),
+           "status": res.get("status", "unknown"),
            "reason": res.get("reason") or res.get("error"), "metric_name": res.get("metric_name"),
            "selected": selected, "path": path}  # fmt: skip
     row.update({k: _num(res.get(k)) for k in _NUMBERS})
@@ -118,9 +127,12 @@ def _search_rows(experiment: str, unit: store.Unit) -> list[dict[str, Any]]:
     if summary is None:
         records = {t: search.trial(t).read_result() for t in unit.trials}
         best = store.best_trial([{**r, "trial": t} for t, r in records.items() if r])
+        parents = {t: store.Place.of((search.trial(t).read_spec() or {}).get("resume_from") or "")
+                   for t in unit.trials}  # fmt: skip
         return [run_row(experiment, place.method, place.seed, t, rec,
                         str(search.trial(t).path), env=env.get(t),
-                        selected=best is not None and best["trial"] == t)
+                        selected=best is not None and best["trial"] == t,
+                        resume_from=parents[t] and parents[t].trial)
                 for t, rec in records.items()]  # fmt: skip
     chosen = (summary.get("best") or {}).get("trial")
     metric = next((t.get("metric_name") for t in summary["trials"] if t.get("metric_name")), None)
@@ -131,7 +143,7 @@ def _search_rows(experiment: str, unit: store.Unit) -> list[dict[str, Any]]:
         rec = None if t.get("status") == "pending" else {"metric_name": metric, **t}
         rows.append(run_row(experiment, place.method, place.seed, t["trial"], rec,
                             str(search.trial(t["trial"]).path), selected=t["trial"] == chosen,
-                            env=env.get(t["trial"])))  # fmt: skip
+                            env=env.get(t["trial"]), resume_from=t.get("resume_from")))  # fmt: skip
     return rows
 
 
@@ -183,6 +195,34 @@ def load_metrics(runs: pd.DataFrame) -> pd.DataFrame:
         trial = None if pd.isna(run.trial) else int(run.trial)
         parts.append((run.method, run.seed, trial, store.RunDir(run.path).metrics()))
     return metrics_frame(parts)
+
+
+def schedule_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    """The schedule each search followed whose trials continue a parent's checkpoint with other
+    hyperparameters (PBT; not Hyperband, whose promotions keep theirs): per (method, seed), the
+    lineage of the trial the search selected, as rows "epoch" and "hparams.<name>", two per
+    segment (its start and end), in drawing order. Empty when no search did."""
+    hp = [c for c in runs.columns if c.startswith("hparams.")]
+    out = []
+    told = runs[runs["trial"].notna() & runs["status"].isin(store.STATUSES)]
+    for (method, seed), g in told.groupby(["method", "seed"], sort=True):
+        recs = [{"trial": int(r["trial"]), "epochs": r["epochs"],
+                 "resume_from": None if pd.isna(r["resume_from"]) else int(r["resume_from"]),
+                 "params": {c: r[c] for c in hp}} for _, r in g.iterrows()]  # fmt: skip
+        by_id = {r["trial"]: r for r in recs}
+        if not any(r["resume_from"] in by_id and r["params"] != by_id[r["resume_from"]]["params"]
+                   for r in recs):  # fmt: skip
+            continue
+        chosen = g[(g["selected"] == True) & (g["status"] == "ok")]  # noqa: E712
+        if chosen.empty:
+            continue
+        for seg in store.lineage(recs, int(chosen["trial"].iloc[0])):
+            for x in (seg["from_epoch"], seg["to_epoch"]):
+                out.append({"method": method, "seed": int(seed), "trial": float(seg["trial"]),
+                            "epoch": x, **seg["params"]})  # fmt: skip
+    if not out:
+        return pd.DataFrame(columns=[*KEYS, "epoch", *hp])
+    return pd.DataFrame(out).dropna(subset=["epoch"]).reset_index(drop=True)
 
 
 def experiment_spec(spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .load import ENV_KEYS, Loaded, StoreError, final_rows, load_local
+from .load import ENV_KEYS, Loaded, StoreError, final_rows, load_local, schedule_rows
 from .tables import paper_numbers, summary_table, to_latex, to_markdown
 
 __all__ = ["build_report", "main"]
@@ -61,6 +61,8 @@ def build_report(loaded: Loaded, experiment: str, out: Path) -> dict[str, Path]:
 
     loaded: the experiment's runs, metrics and spec, as `analysis.load.load_local` or
     `analysis.wandb_source.load_wandb` give them."""
+    import pandas as pd
+
     from . import figures  # matplotlib and seaborn take seconds to import: only when drawing
 
     out = Path(out)
@@ -83,11 +85,14 @@ def build_report(loaded: Loaded, experiment: str, out: Path) -> dict[str, Path]:
     log = figures.log_hparams(loaded.space)
     inits = spec.get("stn_inits") or None
     palette = figures.method_palette(set(runs["method"]) | set(methods), paper, inits)
+    lineages = schedule_rows(runs)  # PBT: the lineage of each search's selected trial
+    searched = f"; {', '.join(sorted(set(lineages['method'])))}: the selected trial's lineage"
     figs = {
         "schedules": figures.schedules(
-            metrics,
+            pd.concat([metrics, lineages], ignore_index=True) if len(lineages) else metrics,
             hp_names,
-            f"{experiment}: hyperparameter schedules (one line per seed)",
+            f"{experiment}: hyperparameter schedules (one line per seed"
+            f"{searched if len(lineages) else ''})",
             log=log,
             inits=inits,
             palette=palette,

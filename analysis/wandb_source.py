@@ -309,7 +309,8 @@ def to_frames(runs: Iterable[RunLike], experiment: str, all_histories: bool = Fa
         parent_rec = records.get((method, seed, parent.trial)) if parent else None
         env = run.config.get("env") if isinstance(run.config.get("env"), Mapping) else None
         rows.append(run_row(experiment, method, seed, trial, rec, f"wandb:{run.id}",
-                            parent=parent_rec, env=env))  # fmt: skip
+                            parent=parent_rec, env=env,
+                            resume_from=parent.trial if parent else None))  # fmt: skip
     parts.sort(key=lambda p: (p[0], p[1], -1 if p[2] is None else p[2]))  # as load_metrics
     return Loaded(runs_frame(mark_selected(rows)), metrics_frame(parts), spec, space)
 

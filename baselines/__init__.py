@@ -40,6 +40,7 @@ from .base import (
 )
 from .bo import BayesOpt
 from .hyperband import Hyperband, hyperband_plan
+from .pbt import PBT
 from .simple import Fixed, Grid, RandomSearch
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "Fixed",
     "Grid",
     "Hyperband",
+    "PBT",
     "RandomSearch",
     "ReplayError",
     "Searcher",
@@ -69,6 +71,7 @@ SEARCHERS: dict[str, type[Searcher]] = {
     "random": RandomSearch,
     "bo": BayesOpt,
     "hyperband": Hyperband,
+    "pbt": PBT,
 }
 
 

@@ -116,7 +116,9 @@ class Searcher:
     needed), and `replay_adopts = True` if proposals depend on the results only (replay then
     takes the journal's suggestions instead of recomputing them). What a driver must do for a
     searcher: `resumes_from_parent = True` if a trial may continue an earlier one's checkpoint
-    (`Suggestion.resume_from`; the driver keeps checkpoints), `independent_trials = True` if
+    (`Suggestion.resume_from`; the driver keeps checkpoints), `scores_own_segment = True` if
+    such a trial is to be scored on its own evaluations only, not on its parent's best (PBT
+    ranks members by how they do now), `independent_trials = True` if
     proposals never depend on results (a driver may submit them all at once, e.g. as one job
     array). `_check_int` and
     `_check_choice` validate a subclass's own options.
@@ -127,6 +129,7 @@ class Searcher:
     finite_plan: ClassVar[bool] = False
     replay_adopts: ClassVar[bool] = False
     resumes_from_parent: ClassVar[bool] = False
+    scores_own_segment: ClassVar[bool] = False
     independent_trials: ClassVar[bool] = False
 
     @dataclass(frozen=True)

@@ -9,6 +9,7 @@ re-attached or resubmitted and resumes from its checkpoint). No trial id is aske
 
 What the searcher needs of the driver it declares as class attributes (baselines.Searcher):
 `resumes_from_parent` (trials continue an earlier trial's checkpoint, which is kept),
+`scores_own_segment` (such a trial's result is its own evaluations' best, not its parent's),
 `independent_trials` (on SLURM its trials may go out as one job array), `finite_plan`.
 """
 
@@ -162,8 +163,11 @@ class Search:
         seed = derive_seed(self.seed, self.method, t)
         args = (self.objective, self.exp, self.method, seed, dict(s.params), self.dir.trial(t).path)
         parent = None if s.resume_from is None else self.dir.trial(s.resume_from).path
+        cls = type(self.searcher)
         kwargs = {"epochs": s.budget, "resume_from": parent, "wandb": self.wandb,
-                  "keep_checkpoint": type(self.searcher).resumes_from_parent}  # fmt: skip
+                  "keep_checkpoint": cls.resumes_from_parent}  # fmt: skip
+        if cls.scores_own_segment:  # only then: objectives that predate it need not take it
+            kwargs["own_best"] = True
         return trial_job, args, kwargs
 
     def poll(self) -> int:
@@ -230,7 +234,9 @@ def _as_told(tell: Mapping[str, Any]) -> dict[str, Any]:
 def _trial_line(t: int, rec: Mapping[str, Any]) -> str:
     status = rec.get("status")
     if status == "ok":
-        return f"trial{t} ok val_loss={rec.get('val_loss'):.4g} ({rec.get('wall_s') or 0:.1f} s)"
+        val = rec.get("val_loss")
+        val = f"{val:.4g}" if finite(val) else "n/a"  # n/a: no evaluation (nothing to train)
+        return f"trial{t} ok val_loss={val} ({rec.get('wall_s') or 0:.1f} s)"
     why = rec.get("reason") or rec.get("error") or ""
     return f"trial{t} {status}: {why}".rstrip(": ")
 

@@ -166,6 +166,7 @@ def train_fixed(
     resume_from: str | Path | None = None,
     on_resume: Callable[[int], None] | None = None,
     stop_after_steps: int | None = None,
+    own_best: bool = False,
 ) -> Result:
     """Train the plain network at fixed (or noisy / periodic / scheduled) hyperparameters.
 
@@ -176,9 +177,13 @@ def train_fixed(
         ..., "train_loss", "hparams"}, where "hparams" are the values step `step` (1-based) used.
     checkpoint_path: this run's checkpoint; when it exists the run resumes from it.
     resume_from: another run's checkpoint to continue from when this run has none (a Hyperband
-        promotion): weights, optimiser and position are taken over, the budget is this
-        config's; the result's `spent` counts only what this run trained. When that checkpoint
-        is gone or unusable (named on stderr), the run trains from scratch.
+        promotion, a PBT member): weights, optimiser (its learning rate included), plateau and
+        divergence state, data position and RNG are taken over; the hyperparameters and the
+        budget are this run's; the result's `spent` counts only what this run trained. When
+        that checkpoint is gone or unusable (named on stderr), the run trains from scratch.
+    own_best: with resume_from, the result is the best of this run's own evaluations, not
+        also the parent's (PBT scores a member by how it does now; a promotion keeps its
+        parent's best).
     on_resume(rows): called once before training with the rows the starting state has logged
         (0 for a fresh run or a promotion): a store keeps those and drops any logged after them.
     stop_after_steps: stop once this many steps are done in total, save the checkpoint and return
@@ -197,7 +202,7 @@ def train_fixed(
         print(f"warning: no usable checkpoint at {resume_from} to continue from; training from "
               "scratch", file=sys.stderr, flush=True)  # fmt: skip
     if state is not None:
-        run.load(state, promotion=own is None)
+        run.load(state, promotion=own is None, own_best=own_best)
     if on_resume is not None:
         on_resume(run.st["rows"])
     if state is not None:
@@ -247,7 +252,7 @@ class _Run:
             }
             ckpt.save_atomic(state, self.path)
 
-    def load(self, state: dict[str, Any], promotion: bool) -> None:
+    def load(self, state: dict[str, Any], promotion: bool, own_best: bool = False) -> None:
         changed = ckpt.changed_settings(state["config"], asdict(self.cfg), _RESUMABLE)
         if changed:
             raise ValueError(
@@ -266,6 +271,8 @@ class _Run:
             self.st.update(status=None, reason=None, rows=0,
                            start=(self.st["step"], self.st["wall_s"]))  # fmt: skip
             self.plateau.reason = None
+            if own_best:
+                self.st["best"] = None
 
     def result(self) -> Result:
         st, best = self.st, self.st["best"] or {}

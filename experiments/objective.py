@@ -28,7 +28,7 @@ from typing import Any
 from .fixed import TRAIN_FIELDS, FixedConfig, train_fixed
 from .progress import Progress
 from .spec import SpecError, Variant, to_dict
-from .store import Busy, Place, RunDir, describe_holder, flatten, lock, sibling
+from .store import Busy, Place, RunDir, SearchDir, describe_holder, flatten, lock, sibling
 
 __all__ = ["check_stn_settings", "run_stn", "run_trial", "stn_config"]
 
@@ -47,6 +47,7 @@ def run_trial(
     resume_from: str | Path | None = None,
     variant: Variant | None = None,
     keep_checkpoint: bool = False,
+    own_best: bool = False,
     retry_failed: bool = False,
     wandb: str = "off",
     device: str = "cpu",
@@ -56,11 +57,13 @@ def run_trial(
 
     params: the trial's values (None: the variant's values, else the space's initial values).
     epochs: this trial's budget (None: the task's); resume_from: an earlier trial's folder
-    whose checkpoint this one continues (a Hyperband promotion); keep_checkpoint: leave this
-    run's checkpoint for a later trial to continue from. retry_failed: a run recorded as failed
-    (its job died) resumes from its checkpoint, its record kept as failed.json; a search's
-    trials keep theirs (the searcher has seen it). stop_after_steps cuts the run (status
-    "interrupted", no result.json) so that a later call resumes it.
+    whose checkpoint this one continues (a Hyperband promotion, a PBT member's next interval,
+    with this trial's params); keep_checkpoint: leave this run's checkpoint for a later trial
+    to continue from; own_best: score a continued run on its own evaluations only (PBT).
+    retry_failed: a run recorded as failed (its job died) resumes from its checkpoint, its
+    record kept as failed.json; a search's trials keep theirs (the searcher has seen it).
+    stop_after_steps cuts the run (status "interrupted", no result.json) so that a later call
+    resumes it.
     """
     run = RunDir(run_dir)
     if (rec := _reusable(run, retry_failed)) is not None:
@@ -82,7 +85,7 @@ def run_trial(
             result = train_fixed(problem, values, cfg, log=rec.log,
                                  checkpoint_path=run.checkpoint_file, resume_from=source,
                                  on_resume=rec.resume, stop_after_steps=stop_after_steps,
-                                 **kwargs)  # fmt: skip
+                                 own_best=own_best, **kwargs)  # fmt: skip
             return rec.finish(result, keep_checkpoint)
 
 
@@ -196,6 +199,9 @@ def _variant_kwargs(variant: Variant, run_dir: Path) -> dict[str, Any]:
     }
     if variant.use == "values":
         return out
+    search = SearchDir(sibling(run_dir, variant.from_method))
+    if search.exists:  # a search (PBT): its selected trial's values, or the lineage it followed
+        return {**out, **_from_search(variant, search)}
     src = RunDir(sibling(run_dir, variant.from_method))
     record = src.read_result()
     if record is None or record.get("status") != "ok":
@@ -214,6 +220,26 @@ def _variant_kwargs(variant: Variant, run_dir: Path) -> dict[str, Any]:
         if not out["schedule"]:
             raise ValueError(f"variant: {src.metrics_file} holds no hyperparameter trajectory")
     return out
+
+
+def _from_search(variant: Variant, search: SearchDir) -> dict[str, Any]:
+    """A variant's values ("final") or schedule ("schedule") from a finished search: those of
+    the trial it selected, or the lineage that trial followed (PBT: the hyperparameters of each
+    trial in the chain of checkpoints it continued, from the step that trial started at)."""
+    summary = search.read_summary()
+    best = (summary or {}).get("best")
+    if not (summary and summary.get("finished") and best):
+        raise ValueError(
+            f"variant needs a finished {variant.from_method!r} search with an ok trial at "
+            f"{search.path} (run method {variant.from_method} first)"
+        )
+    if variant.use == "final":
+        return {"values": dict(best["params"])}
+    steps = [seg.get("from_step") for seg in best["lineage"]]
+    if any(s is None for s in steps):
+        raise ValueError(f"variant: {search.summary_file} does not record the steps of the "
+                         f"lineage of trial {best['trial']}")  # fmt: skip
+    return {"schedule": [(int(s), dict(seg["params"])) for s, seg in zip(steps, best["lineage"])]}
 
 
 # --- recording ---------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from .jobs import Call, collect, stn_job, submit, trial_job
 from .progress import Progress
 from .spec import Experiment, SpecError, apply_overrides, derive_seed, to_dict
 from .spec import smoke as smoke_spec
-from .store import Busy, Place, RunDir, SearchDir, describe_holder, holder, lock, verdict
+from .store import Busy, Place, RunDir, SearchDir, describe_holder, holder, lock, unit_done, verdict
 from .wandb_mirror import MODES
 
 __all__ = ["WANDB_MODES", "plan", "resolve", "run_experiment", "valid_methods",
@@ -85,7 +85,7 @@ class JobUnit:
 
     @property
     def ready(self) -> bool:
-        waiting = self.needs is not None and not RunDir(self.needs).done
+        waiting = self.needs is not None and not unit_done(self.needs)
         return self.record is None and not self.inflight and not waiting
 
     @property
@@ -222,7 +222,7 @@ def _variant(exp: Experiment, place: Place, d: Path, methods: Sequence[str],
     then = (RunDir(d).read_spec() or {}).get("experiment")
     _check_stale(d, then, exp, (("task",), ("variants", name)))
     needs = sibling(d, v.from_method) if v.from_method else None
-    if needs is not None and v.from_method not in methods and not RunDir(needs).done:
+    if needs is not None and v.from_method not in methods and not unit_done(needs):
         raise SpecError(
             f"variant {name!r} needs the finished {v.from_method!r} run of seed {seed}; "
             f"add {v.from_method} to --methods or run it first"

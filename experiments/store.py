@@ -27,6 +27,8 @@ file are reported and skipped, never cut with what follows them.
 Selection and budget, one rule each: `best_trial` (the lowest finite validation loss of the
 trials that finished "ok"; ties go to the earlier trial) and `spent` (what a run itself
 trained: a trial continuing a parent's checkpoint counts only its own epochs and seconds).
+`lineage`: the chain of trials whose checkpoints a trial continued (a PBT member's history, a
+Hyperband promotion's rungs) and the hyperparameters each segment of its training used.
 Analysis reads only these files, so keep old keys readable when adding new ones.
 """
 
@@ -65,12 +67,14 @@ __all__ = [
     "flatten",
     "git_info",
     "holder",
+    "lineage",
     "lock",
     "read_json",
     "sibling",
     "spent",
     "summarise",
     "unflatten",
+    "unit_done",
     "verdict",
     "walk",
 ]
@@ -81,8 +85,9 @@ RESULT_KEYS = ("status", "val_loss", "test_loss", "val_metric", "test_metric", "
 SELECTED_KEYS = ("trial", "params", "val_loss", "test_loss", "val_metric", "test_metric")
 # what search.json keeps of each trial's result record
 TRIAL_KEYS = ("val_loss", "test_loss", "val_metric", "test_metric", "metric_name", "epochs",
-              "wall_s", "spent", "reason", "error")  # fmt: skip
-SUMMARY_FORMAT = 2  # 1 (no "format" key): spent.trial_seconds counted a parent's seconds again
+              "steps", "wall_s", "spent", "reason", "error")  # fmt: skip
+# 1 (no "format" key): spent.trial_seconds counted a parent's seconds again; 2: no lineages
+SUMMARY_FORMAT = 3
 
 SPEC, METRICS, RESULT, CHECKPOINT, FAILED = (
     "spec.json", "metrics.jsonl", "result.json", "checkpoint.pt", "failed.json")  # fmt: skip
@@ -526,10 +531,35 @@ def trial_row(trial: int, suggestion: Mapping[str, Any], record: Mapping[str, An
     return row
 
 
+def lineage(trials: Iterable[Mapping[str, Any]], trial: int) -> list[dict[str, Any]]:
+    """The schedule trial `trial` followed: the chain of trials whose checkpoints it continued
+    (by "resume_from"), root first, each with its "params" and the part of the training it did,
+    from its parent's end to its own: "from_epoch", "to_epoch", "from_step", "to_step" (None
+    where a record does not say, e.g. steps in summaries written before they were kept)."""
+    by_id = {t["trial"]: t for t in trials}
+    chain, seen, t = [], set(), by_id.get(trial)
+    while t is not None and t["trial"] not in seen:
+        seen.add(t["trial"])
+        chain.append(t)
+        t = by_id.get(t.get("resume_from"))
+    out, start = [], {"epoch": 0.0, "step": 0}
+    for t in reversed(chain):
+        end = {"epoch": t.get("epochs") if finite(t.get("epochs")) else None,
+               "step": t.get("steps") if finite(t.get("steps")) else None}  # fmt: skip
+        out.append({"trial": t["trial"], "params": t.get("params"), "from_epoch": start["epoch"],
+                    "to_epoch": end["epoch"], "from_step": start["step"],
+                    "to_step": end["step"]})  # fmt: skip
+        start = end
+    return out
+
+
 def summarise(header: Mapping[str, Any], trials: list[Mapping[str, Any]]) -> dict[str, Any]:
     """search.json from its header (experiment, method, seed, spec, budget, searcher, finished,
     spent.seconds: the search's wall clock, ...) and its trial rows: the spent budget and the
-    selected trial follow from the rows, by `spent` and `best_trial`."""
+    selected trial follow from the rows, by `spent` and `best_trial`; the selected trial's
+    `lineage` is its "lineage". A search whose trials continue other trials' checkpoints also
+    gets "lineages": the lineage of every told trial that no other trial continues (a PBT
+    member's, or a branch that ended), by trial id."""
     by_id = {t["trial"]: t for t in trials}
     rows = []
     for t in trials:
@@ -538,7 +568,7 @@ def summarise(header: Mapping[str, Any], trials: list[Mapping[str, Any]]) -> dic
     told = [r for r in rows if r.get("status") != "pending"]
     best = best_trial(rows)
     old = dict(header.get("spent") or {})
-    return {
+    out = {
         **header,
         "format": SUMMARY_FORMAT,
         "trials": rows,
@@ -548,8 +578,28 @@ def summarise(header: Mapping[str, Any], trials: list[Mapping[str, Any]]) -> dic
             "trial_seconds": sum(r["spent"]["seconds"] for r in told),
             "seconds": old.get("seconds", 0.0),  # the search's own wall clock
         },
-        "best": best and {k: best.get(k) for k in SELECTED_KEYS},
+        "best": best
+        and {
+            **{k: best.get(k) for k in SELECTED_KEYS},
+            "lineage": lineage(rows, best["trial"]),
+        },  # fmt: skip
     }
+    continued = {r.get("resume_from") for r in rows} - {None}
+    if continued:
+        leaves = [r["trial"] for r in told if r["trial"] not in continued]
+        out["lineages"] = {str(t): lineage(rows, t) for t in leaves}
+    else:
+        out.pop("lineages", None)  # a header carried over from an older summary
+    return out
+
+
+def unit_done(path: str | Path) -> bool:
+    """A run folder with its result, or a search folder whose search.json says it finished
+    (a Table 1 variant waits for the run or search it replays)."""
+    if RunDir(path).done:
+        return True
+    summary = SearchDir(path).read_summary()
+    return bool(summary and summary.get("finished"))
 
 
 def verdict(outcome: dict[str, Any]) -> dict[str, Any]:

@@ -28,13 +28,14 @@ EXPERIMENT = Experiment(
     task=DigitsTask(hidden=128, layers=2, epochs=EPOCHS),
     # Adam 1e-2 on the hyperparameters (the paper's 3e-3 barely moves them in 20 short epochs)
     stn=STNConfig(warmup_epochs=1, hyper_lr=1e-2, scale_lr=1e-2, sigma_init=0.5),
-    methods=("stn", "delta-stn", "fixed", "grid", "random", "bo", "hyperband"),
+    methods=("stn", "delta-stn", "fixed", "grid", "random", "bo", "hyperband", "pbt"),
     seeds=(0, 1, 2),
     budget=Budget(trials=None, epochs=9 * EPOCHS, seconds=None, parallel=2),
     searchers={
         "grid": {"params": ("dropout1", "weight_decay"), "points": 3},
         "bo": {"n_initial": 3},
         "hyperband": {"R": EPOCHS, "eta": 3},
+        "pbt": {"population": 9, "epochs": EPOCHS, "interval": 2},
     },
     launch=Launch(launcher="local", cpus_per_task=1, mem_gb=2, timeout_min=30),
     smoke={
@@ -46,5 +47,8 @@ EXPERIMENT = Experiment(
         "searchers.grid.points": 2,
         "searchers.bo.n_initial": 2,
         "searchers.hyperband.R": 3,
+        "searchers.pbt.population": 2,
+        "searchers.pbt.epochs": 1,
+        "searchers.pbt.interval": 0.5,
     },
 )

@@ -15,6 +15,13 @@ fixed-loop Variant except STN; "68" stands for p = 0.68, without a dot, which wo
     stn            STN tuning output dropout from 0.05
     stn-schedule   retrained from scratch following the STN's logged schedule (same seed)
     stn-final      the STN's final value, fixed (0.78 in the paper)
+    pbt            Population Based Training over output dropout (ours, not in the paper: the
+                   black-box way to a schedule): 10 members, each trained to 300 epochs (the
+                   budget unit of the PTB searches), ready every 10 epochs (a fractional
+                   interval of k / 331 epochs is one of k steps), the bottom quarter copying
+                   the top quarter and perturbing it x0.8 / x1.2: 3000 epochs, the budget of
+                   the searches (budget.epochs)
+    pbt-schedule   retrained from scratch following the schedule of PBT's selected trial
 The paper's numbers: experiments/paper_numbers.json. A `grid` over output dropout (10 points) is
 available with --methods grid.
 """
@@ -40,17 +47,37 @@ EXPERIMENT = Experiment(
     reproduces="Table 1",
     task=TASK,
     stn=STN_LSTM,
-    methods=("stn", "fixed-68", "noise-68", "sinusoid-68", "stn-schedule", "stn-final"),
+    methods=(
+        "stn",
+        "fixed-68",
+        "noise-68",
+        "sinusoid-68",
+        "stn-schedule",
+        "stn-final",
+        "pbt",
+        "pbt-schedule",
+    ),
     seeds=(0, 1, 2),
     budget=Budget(trials=10, epochs=10 * EPOCHS, seconds=48 * 3600, parallel=4),
-    searchers={"grid": {"params": ("output_dropout",), "points": 10}},
+    searchers={
+        "grid": {"params": ("output_dropout",), "points": 10},
+        "pbt": {"population": 10, "epochs": EPOCHS, "interval": 10},
+    },
     variants={
         "fixed-68": Variant(values=P),
         "noise-68": Variant(values=P, noise_std={"output_dropout": 0.05}),
         "sinusoid-68": Variant(values=P, sinusoid={"output_dropout": (0.1, PERIOD)}),
         "stn-schedule": Variant(from_method="stn", use="schedule"),
         "stn-final": Variant(from_method="stn", use="final"),
+        "pbt-schedule": Variant(from_method="pbt", use="schedule"),
     },
     launch=Launch(gpus_per_node=1, cpus_per_task=4, mem_gb=16, timeout_min=240),
-    smoke={**SMOKE_PTB, "budget.trials": 2, "searchers.grid.points": 2},
+    smoke={
+        **SMOKE_PTB,
+        "budget.trials": 2,
+        "searchers.grid.points": 2,
+        "searchers.pbt.population": 2,
+        "searchers.pbt.epochs": 1,
+        "searchers.pbt.interval": 0.5,
+    },
 )

@@ -70,8 +70,10 @@ def test_rerunning_the_command_that_wrote_the_old_store_reuses_it(tmp_path):
     results = sorted(runs.rglob("result.json"))
     before = {p: p.stat().st_mtime_ns for p in results} | {
         p: p.read_bytes() for p in runs.rglob("metrics.jsonl")}  # fmt: skip
+    # the methods it ran then (methods added to the experiment since would run now)
+    methods = ",".join(sorted(p.name for p in (OLD / "digits-mlp").iterdir() if p.is_dir()))
     argv = ["run", "digits-mlp", "--smoke", "--launcher", "debug", "--runs-dir", str(runs),
-            "--seeds", "0,1", "--set", "budget.epochs=4"]  # fmt: skip
+            "--seeds", "0,1", "--set", "budget.epochs=4", "--methods", methods]  # fmt: skip
     assert main(argv) == 0
     after = {p: p.stat().st_mtime_ns for p in results} | {
         p: p.read_bytes() for p in runs.rglob("metrics.jsonl")}  # fmt: skip

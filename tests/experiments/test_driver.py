@@ -204,7 +204,7 @@ def test_a_journal_with_repeated_tells_is_continued(tmp_path, capsys):
 def test_checkpoints_are_kept_for_searchers_that_resume_from_a_parent(tmp_path):
     from baselines import SEARCHERS
 
-    assert [m for m, c in SEARCHERS.items() if c.resumes_from_parent] == ["hyperband"]
+    assert [m for m, c in SEARCHERS.items() if c.resumes_from_parent] == ["hyperband", "pbt"]
     assert {m for m, c in SEARCHERS.items() if c.independent_trials} >= {"fixed", "grid", "random"}
     calls = []
 

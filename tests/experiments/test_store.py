@@ -14,6 +14,7 @@ import pytest
 
 from experiments.store import (
     RESULT_KEYS,
+    SUMMARY_FORMAT,
     Busy,
     Place,
     RunDir,
@@ -168,7 +169,7 @@ def test_summarise_brings_an_old_summary_up_to_date():
                "resume_from": 0}, {"trial": 2, "status": "pending"}]  # fmt: skip
     old = {"spent": {"trials": 2, "epochs": 3.0, "seconds": 9.0, "trial_seconds": 7.0}}
     new = summarise(old, trials)
-    assert new["format"] == 2 and new["best"]["trial"] == 1
+    assert new["format"] == SUMMARY_FORMAT and new["best"]["trial"] == 1
     assert new["spent"] == {"trials": 2, "epochs": 3.0, "trial_seconds": 5.0, "seconds": 9.0}
     assert new["trials"][1]["spent"] == {"epochs": 2.0, "seconds": 3.0}
 
