@@ -226,6 +226,12 @@ class Searcher:
     def pending(self) -> list[int]:
         return [i for i, t in self.trials.items() if t.status is None]
 
+    def checkpoints_needed(self) -> set[int] | None:
+        """For a searcher whose trials continue earlier ones (`resumes_from_parent`): the
+        trials whose checkpoints a pending or later suggestion may still continue, so that a
+        driver can delete the others; None (the default) keeps every checkpoint."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """JSON-able settings and plan, recorded in search.json."""
         opts = {f.name: _jsonable(getattr(self.options, f.name)) for f in fields(self.Options)}

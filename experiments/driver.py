@@ -74,6 +74,7 @@ class Search:
         self.job_ids = self.dir.read_jobs()
         if lost and events:  # rebuilt from the journal now, not at the next tell (if any)
             self.write_summary()
+        self._release_checkpoints()  # those an interrupted session had not deleted yet
 
     # --- bookkeeping ---
     @property
@@ -196,8 +197,18 @@ class Search:
                            epochs=own["epochs"], seconds=own["seconds"])  # fmt: skip
         self._journal()
         self.write_summary()
+        self._release_checkpoints()
         if self.progress is not None:
             self.progress.update(_trial_line(t, rec))
+
+    def _release_checkpoints(self) -> None:
+        """Delete the checkpoints of told trials that no pending or later trial will continue
+        (the searcher says which it still needs; None keeps them all)."""
+        needed = self.searcher.checkpoints_needed()
+        if needed is None:
+            return
+        for t in self.records.keys() - needed:
+            self.dir.trial(t).checkpoint_file.unlink(missing_ok=True)
 
     # --- the summary ---
     def summary(self) -> dict[str, Any]:

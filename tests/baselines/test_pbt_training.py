@@ -59,9 +59,15 @@ class FirstWeights:
 
     def __init__(self):
         self.weights: dict[int, dict[str, torch.Tensor]] = {}
+        self.parents: dict[int, dict[str, torch.Tensor]] = {}  # the parent's saved weights
+        self.on_disk: list[int] = []  # checkpoints in the search folder when a trial starts
 
     def __call__(self, exp, method, seed, params, run_dir, **kwargs):
         trial = int(Path(run_dir).name[len("trial") :])
+        if kwargs.get("resume_from") is not None:  # it must still be there
+            saved = ckpt.load(RunDir(kwargs["resume_from"]).checkpoint_file, "fixed")
+            self.parents[trial] = saved["model"]
+        self.on_disk.append(len(list(Path(run_dir).parent.glob("trial*/checkpoint.pt"))))
         task = exp.task
         recorder = self
 
@@ -95,10 +101,8 @@ def test_a_copy_starts_from_the_copied_members_checkpoint_with_its_own_hparams(t
     copier = gen1[worst["trial"]]
     assert copier["resume_from"] == best["trial"] and copier["params"] != best["params"]
     for t in gen1:  # every continued trial starts from exactly its parent's saved weights
-        saved = ckpt.load(folder.trial(t["resume_from"]).checkpoint_file, "fixed")["model"]
-        start = recorder.weights[t["trial"]]
+        saved, start = recorder.parents[t["trial"]], recorder.weights[t["trial"]]
         assert all(torch.equal(start[k], saved[k]) for k in saved), t["trial"]
-        assert folder.trial(t["resume_from"]).checkpoint_file.exists()  # parents are kept
         used = {tuple(sorted(r["hparams"].items())) for r in RunDir(folder.trial(t["trial"]).path)
                 .metrics()}  # fmt: skip
         assert used == {tuple(sorted(t["params"].items()))}  # trained with its own values
@@ -114,6 +118,19 @@ def test_a_copy_starts_from_the_copied_members_checkpoint_with_its_own_hparams(t
     ]  # fmt: skip
     assert summary["best"]["lineage"] == lineage(summary["trials"], summary["best"]["trial"])
     assert SearchDir(folder.path).read_summary()["lineages"] == summary["lineages"]
+
+
+def test_only_the_checkpoints_a_later_generation_continues_are_kept(tmp_path):
+    """A trial's parent checkpoint is there when it starts; the ones no later trial continues
+    are deleted as generations finish (at most one generation's on disk), none at the end."""
+    exp = digits_pbt(population=3, epochs=4.0, interval=1.0)
+    recorder = FirstWeights()
+    summary = search(exp, tmp_path, recorder)
+    continued = [t["trial"] for t in summary["trials"] if t["resume_from"] is not None]
+    assert sorted(recorder.parents) == continued == list(range(3, 12))
+    # a generation starts with exactly the previous one's; never more than it and its parents
+    assert [recorder.on_disk[t] for t in (3, 6, 9)] == [3, 3, 3] and max(recorder.on_disk) <= 6
+    assert not list(tmp_path.glob("**/checkpoint.pt"))
 
 
 def test_a_continuation_keeps_the_optimisers_learning_rate_and_scores_its_own_evaluations(
