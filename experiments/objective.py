@@ -211,14 +211,26 @@ def _variant_kwargs(variant: Variant, run_dir: Path) -> dict[str, Any]:
         )
     if variant.use == "final":
         out["values"] = {**(out["values"] or {}), **record.get("final_hparams", record["hparams"])}
-    else:  # "schedule": the trajectory logged by the STN, from the step it took effect
-        out["schedule"] = [
-            (int(r["step"]), r["hparams"])
-            for r in src.metrics()
-            if r.get("kind") == "hyper" and r.get("hparams")
-        ]
+    else:  # "schedule": the trajectory logged by the STN
+        out["schedule"] = _stn_schedule(src, variant.every)
         if not out["schedule"]:
             raise ValueError(f"variant: {src.metrics_file} holds no hyperparameter trajectory")
+    return out
+
+
+def _stn_schedule(src: RunDir, every: str) -> list[tuple[int, dict[str, float]]]:
+    """(first step, values) of an STN run's logged trajectory: each hyper step's values from
+    the step they took effect ("step"), or the values of each whole epoch's evaluation from
+    that epoch's first step ("epoch": the authors' retraining set, at the start of epoch e, the
+    values the STN logged at the end of its epoch e)."""
+    if every == "step":
+        rows = src.metrics()
+        return [(int(r["step"]), r["hparams"]) for r in rows if r.get("kind") == "hyper"]
+    out = []
+    for r in src.metrics():
+        epoch = r.get("epoch") or 0
+        if r.get("kind") == "eval" and epoch >= 1 and float(epoch).is_integer():
+            out.append((round(r["step"] * (epoch - 1) / epoch), r["hparams"]))
     return out
 
 

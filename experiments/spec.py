@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 VARIANT_USES = ("values", "final", "schedule")
+SCHEDULE_EVERY = ("step", "epoch")  # Variant.every
 STN_METHODS = ("stn", "delta-stn")  # trained by STN's loop; an experiment's stn_inits add more
 
 
@@ -76,11 +77,17 @@ class Variant:
     use: str = "values"  # "values" | "final" (from_method's final hparams) | "schedule" (replay)
     noise_std: Mapping[str, float] | None = None  # Gaussian noise per minibatch, per hparam
     sinusoid: Mapping[str, tuple[float, float]] | None = None  # name -> (amplitude, period)
+    # "schedule" from an STN run: replay every hyper step's values ("step"), or per epoch the
+    # values the STN had at that epoch's end ("epoch": the authors' train_basic.py)
+    every: str = "step"
 
     def __post_init__(self) -> None:
         if self.use not in VARIANT_USES:
             valid = ", ".join(VARIANT_USES)
             raise SpecError(f"variant use {self.use!r} is unknown; valid: {valid}")
+        if self.every not in SCHEDULE_EVERY:
+            valid = ", ".join(SCHEDULE_EVERY)
+            raise SpecError(f"variant every {self.every!r} is unknown; valid: {valid}")
         if self.use != "values" and not self.from_method:
             raise SpecError(f"variant use={self.use!r} needs from_method (e.g. 'stn')")
         for name, (_, period) in (self.sinusoid or {}).items():

@@ -13,7 +13,8 @@ fixed-loop Variant except STN; "68" stands for p = 0.68, without a dot, which wo
                  by 2 pi again, so the period it ran is P = 1200 / (2 pi) ~ 191 minibatches
                  (reproduced; --set variants.sinusoid-68.sinusoid... for the stated one)
     stn            STN tuning output dropout from 0.05
-    stn-schedule   retrained from scratch following the STN's logged schedule (same seed)
+    stn-schedule   retrained from scratch following the STN's schedule (same seed), per epoch
+                   as the authors' train_basic.py (the values the STN had at each epoch's end)
     stn-final      the STN's final value, fixed (0.78 in the paper)
     pbt            Population Based Training over output dropout (ours, not in the paper: the
                    black-box way to a schedule): 10 members, each trained to 300 epochs (the
@@ -67,7 +68,7 @@ EXPERIMENT = Experiment(
         "fixed-68": Variant(values=P),
         "noise-68": Variant(values=P, noise_std={"output_dropout": 0.05}),
         "sinusoid-68": Variant(values=P, sinusoid={"output_dropout": (0.1, PERIOD)}),
-        "stn-schedule": Variant(from_method="stn", use="schedule"),
+        "stn-schedule": Variant(from_method="stn", use="schedule", every="epoch"),
         "stn-final": Variant(from_method="stn", use="final"),
         "pbt-schedule": Variant(from_method="pbt", use="schedule"),
     },

@@ -73,6 +73,8 @@ def test_interrupted_trial_resumes_to_the_same_result(tmp_path):
 
 def test_stn_run_folder_resume_and_variants(tmp_path):
     exp = digits_exp(variants={"sched": Variant(from_method="stn", use="schedule"),
+                               "per-epoch": Variant(from_method="stn", use="schedule",
+                                                    every="epoch"),
                                "final": Variant(from_method="stn", use="final")})  # fmt: skip
     full = run_stn(exp, "stn", 5, tmp_path / "x" / "stn" / "seed0")
     cut_dir = tmp_path / "stn" / "seed0"
@@ -95,6 +97,16 @@ def test_stn_run_folder_resume_and_variants(tmp_path):
     for h in hyper:  # the step after a hyper step trains at its values
         if h["step"] + 1 in used:
             assert used[h["step"] + 1] == pytest.approx(h["hparams"])
+    # per epoch (the authors' retraining): epoch e at the values the STN logged at its end
+    run_trial(exp, "per-epoch", 5, None, tmp_path / "per-epoch" / "seed0",
+              variant=exp.variants["per-epoch"])  # fmt: skip
+    used = {r["step"]: r["hparams"] for r in rows_of(tmp_path / "per-epoch" / "seed0")
+            if r["kind"] == "train"}  # fmt: skip
+    evals = [r for r in rows if r["kind"] == "eval"]
+    spe = evals[0]["step"] / evals[0]["epoch"]
+    for e in evals:  # every step of epoch e trains at the values of e's evaluation
+        first, last = round(e["step"] - spe) + 1, e["step"]
+        assert used[first] == used[last] == pytest.approx(e["hparams"]), e["epoch"]
     final = run_trial(exp, "final", 5, None, tmp_path / "final" / "seed0",
                       variant=exp.variants["final"])  # fmt: skip
     assert final["hparams"] == pytest.approx(rec["final_hparams"])
