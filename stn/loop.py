@@ -266,10 +266,11 @@ class _Run:
         self.step += 1
         # the training loss is never differentiated w.r.t. lambda; Delta-STN's ordinary weights
         # see the current lambda (centred input h = 0), STN's weights a perturbed one
-        with torch.no_grad():
-            hb = self.hyper.batch(n, perturb=not self.cfg.delta)
         if not self.cfg.delta:
+            with torch.no_grad():
+                hb = self.hyper.batch(n, perturb=True)
             return self._descend("weights", train_loss(self.model, batch, hb))
+        hb = self.hyper.current_batch(n)  # the same between hyper steps: built once
         with at_centre():  # h = 0 at lambda: the STN layers run their plain path alone
             loss = train_loss(self.model, batch, hb)
         value = self._descend("ordinary", loss)
