@@ -40,6 +40,7 @@ __all__ = [
     "at_centre",
     "centred_tangent",
     "dual",
+    "frozen",
     "is_zero",
     "times_constant",
     "unpack",
@@ -64,6 +65,21 @@ def at_centre() -> Iterator[None]:
         yield
     finally:
         _ZERO.reset(token)
+
+
+@contextmanager
+def frozen(params: Iterable[Tensor]) -> Iterator[None]:
+    """The parameters require no gradient inside the block (those that did, again after):
+    autograd records nothing for them. Delta-STN's response step computes its whole loss so
+    (a penalty on the ordinary weights is a constant there)."""
+    params = [p for p in params if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def is_zero() -> bool:
@@ -155,21 +171,14 @@ class Linearized(_Response):
         self._frozen = list(frozen)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        frozen = [p for p in self._frozen if p.requires_grad]
-        for p in frozen:
-            p.requires_grad_(False)
-        try:
-            with fwAD.dual_level() as level:
-                h = self.hb.net_input if self.hb is not None else None
-                h_dual = fwAD.make_dual(torch.zeros_like(h), h) if h is not None else None
-                token = _CENTRED.set((level, h_dual, h))
-                try:
-                    return _collapse(self._call(h_dual, args, kwargs), level)
-                finally:
-                    _CENTRED.reset(token)
-        finally:
-            for p in frozen:
-                p.requires_grad_(True)
+        with frozen(self._frozen), fwAD.dual_level() as level:
+            h = self.hb.net_input if self.hb is not None else None
+            h_dual = fwAD.make_dual(torch.zeros_like(h), h) if h is not None else None
+            token = _CENTRED.set((level, h_dual, h))
+            try:
+                return _collapse(self._call(h_dual, args, kwargs), level)
+            finally:
+                _CENTRED.reset(token)
 
 
 class JVPLinearized(_Response):
