@@ -1,8 +1,10 @@
 import math
 
+import pytest
 import torch
 
 from stn.hyper import Hyper, HyperBatch, constrain, unconstrain
+from stn.space import Space, SpaceError
 from tests.stn.test_space import space
 
 
@@ -79,3 +81,14 @@ def test_current_batch_is_reused_until_the_hyperparameters_change():
     state = {k: v.clone() for k, v in Hyper(space(), centred=True).state_dict().items()}
     changes(lambda: h.load_state_dict(state))
     changes(lambda: h.raw.data.add_(0.25))
+
+
+def test_hyperbatch_columns_by_name_in_any_space():
+    s = space()
+    backwards = Space(tuple(reversed(s.params)))  # the same names in the other order
+    for sp in (s, backwards, s):
+        hb = Hyper(sp).batch(3)
+        for i, name in enumerate(sp.names):
+            assert torch.equal(hb[name], hb.values[:, i])
+        with pytest.raises(SpaceError, match="valid: "):
+            hb["nope"]
