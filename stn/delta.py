@@ -70,8 +70,8 @@ def at_centre() -> Iterator[None]:
 @contextmanager
 def frozen(params: Iterable[Tensor]) -> Iterator[None]:
     """The parameters require no gradient inside the block (those that did, again after):
-    autograd records nothing for them. Delta-STN's response step computes its whole loss so
-    (a penalty on the ordinary weights is a constant there)."""
+    autograd records nothing for them. Delta-STN's weight steps compute each loss with the
+    other group frozen (e.g. a weight-decay penalty on it is a constant there)."""
     params = [p for p in params if p.requires_grad]
     for p in params:
         p.requires_grad_(False)

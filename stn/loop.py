@@ -127,7 +127,7 @@ def _optimizer(
 ) -> torch.optim.Optimizer:
     # fused: SGD's and Adam's one-kernel step, where PyTorch has it (floating tensors on CPU or
     # CUDA); it rounds differently from the per-tensor loop, so only Delta-STN's weights use it
-    # (two optimiser steps a batch; on the digits MLP it took 2% off a Delta-STN step).
+    # (two optimiser steps a batch; 2-4% of a Delta-STN step of the digits MLP).
     kw = {"fused": True} if fused and all(_fusable(p) for p in params) else {}
     if name == "sgd":
         return torch.optim.SGD(
