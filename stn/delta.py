@@ -39,12 +39,16 @@ __all__ = [
     "Linearized",
     "at_centre",
     "centred_tangent",
+    "dual",
+    "frozen",
     "is_zero",
     "times_constant",
+    "unpack",
 ]
 
-# set while Linearized runs its model: a dual hypernet input then has a zero primal
-_CENTRED = contextvars.ContextVar("stn_centred_linearisation", default=False)
+# while Linearized runs its model: (its forward-AD level, the dual hypernet input, its tangent)
+_CENTRED: contextvars.ContextVar[tuple[int, Tensor | None, Tensor | None] | None]
+_CENTRED = contextvars.ContextVar("stn_centred_linearisation", default=None)
 # set while Delta-STN's ordinary step runs the model: the hypernet input is zero
 _ZERO = contextvars.ContextVar("stn_zero_input", default=False)
 
@@ -63,6 +67,21 @@ def at_centre() -> Iterator[None]:
         _ZERO.reset(token)
 
 
+@contextmanager
+def frozen(params: Iterable[Tensor]) -> Iterator[None]:
+    """The parameters require no gradient inside the block (those that did, again after):
+    autograd records nothing for them. Delta-STN's weight steps compute each loss with the
+    other group frozen (e.g. a weight-decay penalty on it is a constant there)."""
+    params = [p for p in params if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def is_zero() -> bool:
     """True inside `at_centre`: STN layers then skip their hyper path."""
     return _ZERO.get()
@@ -75,9 +94,25 @@ def centred_tangent(h: Tensor | None) -> Tensor | None:
     Any linear function of `net_input` (a slice, a selection of columns) keeps a zero primal;
     a model that feeds its layers anything else must not be linearised this way.
     """
-    if h is None or not _CENTRED.get():
+    state = _CENTRED.get()
+    if h is None or state is None:
         return None
-    return fwAD.unpack_dual(h).tangent
+    level, dual_h, h_dot = state
+    return h_dot if h is dual_h else torch._unpack_dual(h, level=level)[1]
+
+
+# The layers and masks split and build dual tensors with the ops behind fwAD.unpack_dual and
+# fwAD.make_dual: those wrappers import modules and read the environment at every call, which
+# took a tenth of a digits-MLP response forward. fwAD.make_dual of the hypernet input runs first.
+def unpack(x: Tensor) -> tuple[Tensor, Tensor | None]:
+    """(primal, tangent) of x at `Linearized`'s level while it runs; (x, None) otherwise."""
+    state = _CENTRED.get()
+    return (x, None) if state is None else torch._unpack_dual(x, level=state[0])
+
+
+def dual(primal: Tensor, tangent: Tensor) -> Tensor:
+    """The dual tensor (primal, tangent) at `Linearized`'s level (only while it runs)."""
+    return torch._make_dual(primal, tangent, level=_CENTRED.get()[0])
 
 
 def times_constant(x: Tensor, m: Tensor) -> Tensor:
@@ -85,10 +120,10 @@ def times_constant(x: Tensor, m: Tensor) -> Tensor:
     tangent of x is multiplied explicitly: PyTorch's forward-mode rule for a product with a
     tangent-less factor builds a zero tensor whose shape logic runs in Python (about 0.2 ms a
     call, and more in backward), which made a third of a digits-MLP response step."""
-    if _CENTRED.get():
-        primal, tangent = fwAD.unpack_dual(x)
+    if _CENTRED.get() is not None:
+        primal, tangent = unpack(x)
         if tangent is not None:
-            return fwAD.make_dual(primal * m, tangent * m)
+            return dual(primal * m, tangent * m)
     return x * m
 
 
@@ -136,19 +171,14 @@ class Linearized(_Response):
         self._frozen = list(frozen)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        frozen = [p for p in self._frozen if p.requires_grad]
-        for p in frozen:
-            p.requires_grad_(False)
-        token = _CENTRED.set(True)
-        try:
-            with fwAD.dual_level():
-                h = self.hb.net_input if self.hb is not None else None
-                dual = fwAD.make_dual(torch.zeros_like(h), h) if h is not None else None
-                return _collapse(self._call(dual, args, kwargs))
-        finally:
-            _CENTRED.reset(token)
-            for p in frozen:
-                p.requires_grad_(True)
+        with frozen(self._frozen), fwAD.dual_level() as level:
+            h = self.hb.net_input if self.hb is not None else None
+            h_dual = fwAD.make_dual(torch.zeros_like(h), h) if h is not None else None
+            token = _CENTRED.set((level, h_dual, h))
+            try:
+                return _collapse(self._call(h_dual, args, kwargs), level)
+            finally:
+                _CENTRED.reset(token)
 
 
 class JVPLinearized(_Response):
@@ -165,15 +195,15 @@ class JVPLinearized(_Response):
         return _add(out, tangent)
 
 
-def _collapse(out: Any) -> Any:
+def _collapse(out: Any, level: int) -> Any:
     """primal + tangent of every dual tensor in `out` (nested tuples, lists, dicts)."""
     if isinstance(out, Tensor):
-        primal, tangent = fwAD.unpack_dual(out)
+        primal, tangent = torch._unpack_dual(out, level=level)
         return primal if tangent is None else primal + tangent
     if isinstance(out, (tuple, list)):
-        return type(out)(_collapse(o) for o in out)
+        return type(out)(_collapse(o, level) for o in out)
     if isinstance(out, dict):
-        return {k: _collapse(v) for k, v in out.items()}
+        return {k: _collapse(v, level) for k, v in out.items()}
     return out
 
 

@@ -86,6 +86,21 @@ def unconstrain(space: Space, values: Mapping[str, float]) -> Tensor:
     return torch.tensor(out, dtype=torch.float32)
 
 
+# id(space) -> (space, {name: column}): HyperBatch[name] runs several times in every step, and
+# Space.index walks the names each time
+_COLUMNS: dict[int, tuple[Space, dict[str, int]]] = {}
+
+
+def _column(space: Space, name: str) -> int:
+    entry = _COLUMNS.get(id(space))
+    if entry is None or entry[0] is not space:
+        if len(_COLUMNS) >= 64:  # many short-lived spaces (tests, searches): start again
+            _COLUMNS.clear()
+        entry = _COLUMNS[id(space)] = (space, {p.name: i for i, p in enumerate(space)})
+    i = entry[1].get(name)
+    return space.index(name) if i is None else i  # an unknown name: the space's own error
+
+
 class HyperBatch:
     """The hyperparameters of one batch.
 
@@ -97,7 +112,7 @@ class HyperBatch:
         self.space, self.values, self.net_input = space, values, net_input
 
     def __getitem__(self, name: str) -> Tensor:
-        return self.values[:, self.space.index(name)]  # (B,)
+        return self.values[:, _column(self.space, name)]  # (B,)
 
     def __len__(self) -> int:
         return self.values.shape[0]
@@ -143,6 +158,7 @@ class Hyper(nn.Module):
         self.raw_scale = nn.Parameter(torch.full((len(space),), _inv_softplus(sigma_init)))
         per_batch = [p.perturb == "batch" for p in space]
         self.register_buffer("per_batch", torch.tensor(per_batch), persistent=False)
+        self._current: tuple[Tensor, HyperBatch] | None = None  # see `current_batch`
 
     def sigma(self) -> Tensor:
         return F.softplus(self.raw_scale)
@@ -165,6 +181,23 @@ class Hyper(nn.Module):
         elif self.anchored:
             net_input = net_input - net_view(self.space, self.anchor)
         return HyperBatch(self.space, constrain(self.space, u), net_input)
+
+    def current_batch(self, batch_size: int) -> HyperBatch:
+        """`batch(batch_size, perturb=False)` without a graph, reused while the hyperparameters
+        stay the same (Delta-STN's ordinary steps: every weight step between two hyper steps
+        sees the same values, and building them is ~30 small ops)."""
+        cached = self._current
+        raw = self.raw.detach()
+        if (
+            cached is None
+            or len(cached[1]) != batch_size
+            or cached[0].device != raw.device
+            or cached[0].dtype != raw.dtype
+            or not torch.equal(cached[0], raw)
+        ):
+            with torch.no_grad():
+                cached = self._current = (raw.clone(), self.batch(batch_size, perturb=False))
+        return cached[1]
 
     def current(self) -> dict[str, float]:
         """The current (unperturbed) constrained values."""

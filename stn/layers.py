@@ -19,11 +19,10 @@ W x_dot + (V_w h) * (U x) + (V_b h) * c (stn/delta.py), without the scaled path'
 from __future__ import annotations
 
 import torch
-import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .delta import centred_tangent, is_zero, times_constant
+from .delta import centred_tangent, dual, is_zero, times_constant, unpack
 from .regularizers import _keep_scale
 
 __all__ = ["STNLinear", "STNConv2d", "STNEmbedding", "keep_mask", "batch_rate"]
@@ -49,7 +48,7 @@ def _linearized(
     tangent = ds_w * hyp if w_x_dot is None else torch.addcmul(w_x_dot, ds_w, hyp)
     if ds_b is not None:
         tangent = torch.addcmul(tangent, ds_b, c)
-    return fwAD.make_dual(plain, tangent)
+    return dual(plain, tangent)
 
 
 def batch_rate(p: float | Tensor, name: str) -> float | Tensor:
@@ -113,8 +112,8 @@ class STNLinear(nn.Linear):
             return F.linear(x, self.weight, self.bias)
         h_dot = centred_tangent(h)
         if h_dot is not None:  # Delta-STN's linearisation at h = 0
-            x, x_dot = fwAD.unpack_dual(x)
-            ds_w, ds_b = self.scaling(h_dot).chunk(2, dim=-1)
+            x, x_dot = unpack(x)
+            ds_w, ds_b = F.linear(h_dot, self.scaling.weight).chunk(2, dim=-1)
             return _linearized(
                 F.linear(x, self.weight, self.bias),
                 None if x_dot is None else F.linear(x_dot, self.weight),
@@ -160,8 +159,8 @@ class STNConv2d(nn.Conv2d):
             return self._conv_forward(x, self.weight, self.bias)
         h_dot = centred_tangent(h)
         if h_dot is not None:  # Delta-STN's linearisation at h = 0
-            x, x_dot = fwAD.unpack_dual(x)
-            ds_w, ds_b = self.scaling(h_dot)[:, :, None, None].chunk(2, dim=1)
+            x, x_dot = unpack(x)
+            ds_w, ds_b = F.linear(h_dot, self.scaling.weight)[:, :, None, None].chunk(2, dim=1)
             return _linearized(
                 self._conv_forward(x, self.weight, self.bias),
                 None if x_dot is None else self._conv_forward(x_dot, self.weight, None),
@@ -206,7 +205,8 @@ class STNEmbedding(nn.Embedding):
         y = F.embedding(tokens, self.weight)  # (T, B, dim)
         h_dot = centred_tangent(h) if self.n_hyper else None
         if h_dot is not None:  # Delta-STN's linearisation at h = 0: tangent (V h) * E_hyper[tok]
-            y = fwAD.make_dual(y, self.scaling(h_dot) * F.embedding(tokens, self.hyper_weight))
+            ds = F.linear(h_dot, self.scaling.weight)  # (B, dim)
+            y = dual(y, ds * F.embedding(tokens, self.hyper_weight))
         elif self.n_hyper and h is not None and not is_zero():
             # two row gathers are cheaper than concatenating two vocabulary-sized tables
             y = torch.addcmul(y, self.scaling(h), F.embedding(tokens, self.hyper_weight))

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from . import checkpoint as ckpt
 from .config import ConfigError, Divergence, STNConfig, STNResult, make_optimizer
-from .delta import Linearized, at_centre
+from .delta import Linearized, at_centre, frozen
 from .hyper import Hyper
 from .problem import Problem, batch_size, steps_per_epoch, to_device
 from .schedule import Plateau
@@ -184,7 +184,7 @@ class _Run:
         else:
             self.groups = {"weights": ordinary + response}
         self.opts = {
-            k: make_optimizer(cfg.optimizer, ps, cfg.lr, cfg.momentum)
+            k: make_optimizer(cfg.optimizer, ps, cfg.lr, cfg.momentum, fused=cfg.delta)
             for k, ps in self.groups.items()
         }
         self.opts["hyper"] = make_optimizer(cfg.hyper_optimizer, [self.hyper.raw], cfg.hyper_lr)
@@ -257,11 +257,13 @@ class _Run:
         self.step += 1
         # the training loss is never differentiated w.r.t. lambda; Delta-STN's ordinary weights
         # see the current lambda (centred input h = 0), STN's weights a perturbed one
-        with torch.no_grad():
-            hb = self.hyper.batch(n, perturb=not self.cfg.delta)
         if not self.cfg.delta:
+            with torch.no_grad():
+                hb = self.hyper.batch(n, perturb=True)
             return self._descend("weights", train_loss(self.model, batch, hb))
-        with at_centre():  # h = 0 at lambda: the STN layers run their plain path alone
+        # each step records only what its own gradient needs: the other group is frozen
+        hb = self.hyper.current_batch(n)  # the same between hyper steps: built once
+        with at_centre(), frozen(self.groups["response"]):  # h = 0 at lambda: plain paths alone
             loss = train_loss(self.model, batch, hb)
         value = self._descend("ordinary", loss)
         with torch.no_grad():
@@ -269,7 +271,9 @@ class _Run:
         net = self.model
         if self.linearized is not None:
             net, self.linearized.hb = self.linearized, hb
-        response = self._descend("response", train_loss(net, batch, hb))  # at lambda~
+        with frozen(self.groups["ordinary"]):
+            loss = train_loss(net, batch, hb)  # at lambda~
+        response = self._descend("response", loss)
         return value if math.isfinite(response) else response
 
     def hyper_step(self) -> float:

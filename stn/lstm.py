@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.func import functional_call
 
-from .delta import centred_tangent, is_zero
+from .delta import centred_tangent, dual, is_zero, unpack
 from .layers import _active_rate, _check_n_hyper, _scaling, keep_mask
 from .regularizers import locked_dropout
 
@@ -257,7 +257,7 @@ class _Layer(nn.Module):
         tangent with the primal's gate values. The ordinary weights must be frozen (Linearized
         freezes them): the closed form holds them, and the primal, constant."""
         rnn = self.rnn
-        (x, x_dot), (h0, dh0), (c0, dc0) = (fwAD.unpack_dual(v) for v in (x, *state))
+        (x, x_dot), (h0, dh0), (c0, dc0) = (unpack(v) for v in (x, *state))
         w_ih, w_hh, u_hh = rnn.weight_ih_l0, rnn.weight_hh_l0, self.hyper_weight_hh
         plain = (x, h0, c0, w_ih, w_hh, rnn.bias_ih_l0, rnn.bias_hh_l0)
         if torch.is_grad_enabled() and any(v.requires_grad for v in plain):
@@ -267,8 +267,8 @@ class _Layer(nn.Module):
             )
         if mask is not None:
             w_hh, u_hh = w_hh * mask, u_hh * mask
-        sw_ih, sb_ih = self.scaling_ih(h_dot).chunk(2, dim=-1)  # (B, 4H) each
-        sw_hh, sb_hh = self.scaling_hh(h_dot).chunk(2, dim=-1)
+        sw_ih, sb_ih = F.linear(h_dot, self.scaling_ih.weight).chunk(2, dim=-1)  # (B, 4H) each
+        sw_hh, sb_hh = F.linear(h_dot, self.scaling_hh.weight).chunk(2, dim=-1)
         kind = x.device.type
         amp = torch.is_autocast_enabled(kind)
         pre = F.linear(x, w_ih, rnn.bias_ih_l0 + rnn.bias_hh_l0)  # (T, B, 4H)
@@ -285,7 +285,6 @@ class _Layer(nn.Module):
         dc0 = zero if dc0 is None else dc0.to(dtype)
         with torch.autocast(kind, enabled=False):
             dhs, dcs = _Tangent.apply(a.to(dtype), w_hh, hs, cs, acts, dh0, dc0)
-        dual = fwAD.make_dual
         return dual(hs[1:], dhs[1:]), (dual(hs[-1], dhs[-1]), dual(cs[-1], dcs[-1]))
 
     def _plain(self, x: Tensor, state: State, mask: Tensor | None):

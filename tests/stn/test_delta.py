@@ -317,3 +317,13 @@ def test_response_step_records_nothing_for_the_ordinary_weights(toy_problem):
     assert all(p.requires_grad for p in ordinary)
     for h in hooks:
         h.remove()
+
+
+def test_only_delta_stn_weights_step_with_the_fused_optimiser(toy_problem):
+    """Delta-STN takes two weight steps a batch and steps them with PyTorch's fused kernel;
+    STN keeps the per-tensor loop (the fused kernel rounds differently: its results stay
+    bit-identical to earlier versions')."""
+    delta, stn = (_Run(toy_problem(), cfg, None) for cfg in (STNConfig.delta_stn(), STNConfig()))
+    assert all(delta.opts[k].defaults["fused"] for k in ("ordinary", "response"))
+    assert not stn.opts["weights"].defaults["fused"]
+    assert not delta.opts["hyper"].defaults.get("fused")

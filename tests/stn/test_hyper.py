@@ -1,8 +1,10 @@
 import math
 
+import pytest
 import torch
 
 from stn.hyper import Hyper, HyperBatch, constrain, unconstrain
+from stn.space import Space, SpaceError
 from tests.stn.test_space import space
 
 
@@ -51,3 +53,42 @@ def test_centred_input_is_zero_without_perturbation():
     assert torch.equal(h.batch(5, perturb=False).net_input, torch.zeros(5, 4))
     fixed = HyperBatch.fixed(space(), space().init(), 3)
     assert fixed.net_input is None and fixed["holes"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_current_batch_is_reused_until_the_hyperparameters_change():
+    """Delta-STN's ordinary steps take the unperturbed batch from a cache: the same object while
+    raw is unchanged, a fresh one after any change (an optimiser step, a checkpoint load, an
+    assignment through .data, which autograd's version counter does not see)."""
+    h = Hyper(space(), centred=True)
+    hb = h.current_batch(5)
+    want = h.batch(5, perturb=False)
+    assert torch.equal(hb.values, want.values) and torch.equal(hb.net_input, want.net_input)
+    assert not hb.values.requires_grad and not hb.net_input.requires_grad  # no graph kept
+    assert h.current_batch(5) is hb
+    assert len(h.current_batch(3)) == 3  # another batch size: rebuilt
+
+    def changes(step) -> None:
+        before = h.current_batch(5)
+        step()
+        after = h.current_batch(5)
+        assert after is not before
+        assert torch.equal(after.values, h.batch(5, perturb=False).values)
+        assert not torch.equal(after.values, before.values)
+
+    opt = torch.optim.SGD([h.raw], lr=0.5)
+    h.raw.grad = torch.ones_like(h.raw)
+    changes(opt.step)
+    state = {k: v.clone() for k, v in Hyper(space(), centred=True).state_dict().items()}
+    changes(lambda: h.load_state_dict(state))
+    changes(lambda: h.raw.data.add_(0.25))
+
+
+def test_hyperbatch_columns_by_name_in_any_space():
+    s = space()
+    backwards = Space(tuple(reversed(s.params)))  # the same names in the other order
+    for sp in (s, backwards, s):
+        hb = Hyper(sp).batch(3)
+        for i, name in enumerate(sp.names):
+            assert torch.equal(hb[name], hb.values[:, i])
+        with pytest.raises(SpaceError, match="valid: "):
+            hb["nope"]
