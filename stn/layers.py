@@ -18,6 +18,8 @@ W x_dot + (V_w h) * (U x) + (V_b h) * c (stn/delta.py), without the scaled path'
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -94,6 +96,16 @@ def keep_mask(
     return keep / (1.0 - p) if p < 1.0 else keep
 
 
+def _hyper_bias(bias: Tensor | None, fan_in: int) -> nn.Parameter | None:
+    """The hyper path's bias c, drawn like the plain bias, U(+-1/sqrt(fan_in)), as in each of
+    the authors' codes (STN's hyperlinear.py / hyperconv2d.py / hyperlstm.py, Delta-STN's
+    layers); None without a plain bias."""
+    if bias is None:
+        return None
+    bound = 1.0 / math.sqrt(fan_in)
+    return nn.Parameter(torch.empty_like(bias).uniform_(-bound, bound))
+
+
 class STNLinear(nn.Linear):
     """Linear layer with a hyper path; x (..., B, in), h (B, n_hyper) -> (..., B, out)."""
 
@@ -104,7 +116,7 @@ class STNLinear(nn.Linear):
         if n_hyper:
             self.hyper_weight = nn.Parameter(torch.empty_like(self.weight))
             nn.init.kaiming_uniform_(self.hyper_weight, a=5**0.5)
-            self.hyper_bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+            self.hyper_bias = _hyper_bias(self.bias, in_features)
             self.scaling = _scaling(n_hyper, 2 * out_features)  # V
 
     def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
@@ -151,7 +163,7 @@ class STNConv2d(nn.Conv2d):
         if n_hyper:
             self.hyper_weight = nn.Parameter(torch.empty_like(self.weight))
             nn.init.kaiming_uniform_(self.hyper_weight, a=5**0.5)
-            self.hyper_bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+            self.hyper_bias = _hyper_bias(self.bias, self.weight[0].numel())
             self.scaling = _scaling(n_hyper, 2 * out_channels)  # V
 
     def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:

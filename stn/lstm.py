@@ -210,8 +210,8 @@ class _Layer(nn.Module):
             g, bound = 4 * hidden_size, 1.0 / math.sqrt(hidden_size)  # nn.LSTM's init range
             self.hyper_weight_ih = nn.Parameter(torch.empty(g, input_size).uniform_(-bound, bound))
             self.hyper_weight_hh = nn.Parameter(torch.empty(g, hidden_size).uniform_(-bound, bound))
-            self.hyper_bias_ih = nn.Parameter(torch.zeros(g))
-            self.hyper_bias_hh = nn.Parameter(torch.zeros(g))
+            self.hyper_bias_ih = nn.Parameter(torch.empty(g).uniform_(-bound, bound))
+            self.hyper_bias_hh = nn.Parameter(torch.empty(g).uniform_(-bound, bound))
             self.scaling_ih = _scaling(n_hyper, 2 * g)  # -> [s_w^ih, s_b^ih]
             self.scaling_hh = _scaling(n_hyper, 2 * g)  # -> [s_w^hh, s_b^hh]
 

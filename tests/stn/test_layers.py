@@ -157,3 +157,22 @@ def test_keep_mask_rate_and_scale():
         assert keep_mask((10,), one).count_nonzero() == 0
     # a rate that rounds to 1 in a low precision keeps nothing either
     assert keep_mask((10,), torch.tensor(0.9999), dtype=torch.float16).count_nonzero() == 0
+
+
+def test_hyper_biases_start_like_the_plain_ones():
+    """The authors' STN and Delta-STN layers draw the hyper path's bias U(+-1/sqrt(fan_in)),
+    like the plain bias (not zero)."""
+    from stn.lstm import STNLSTM
+
+    torch.manual_seed(0)
+    layers = {
+        "linear": (STNLinear(64, 300, 2).hyper_bias, 1 / 8),
+        "conv": (STNConv2d(4, 300, 3, 2).hyper_bias, 1 / 6),
+    }
+    lstm = STNLSTM(16, 100, 1, 2).layers[0]
+    layers["lstm_ih"] = (lstm.hyper_bias_ih, 1 / 10)
+    layers["lstm_hh"] = (lstm.hyper_bias_hh, 1 / 10)
+    for name, (b, bound) in layers.items():
+        assert b.abs().max() <= bound and b.abs().max() > 0.9 * bound, name
+        assert b.std() > bound / 3, name  # spread over the range, not a constant
+    assert STNLinear(4, 3, 2, bias=False).hyper_bias is None
