@@ -41,6 +41,7 @@ from .base import (
 from .bo import BayesOpt
 from .hyperband import Hyperband, hyperband_plan
 from .simple import Fixed, Grid, RandomSearch
+from .tpe import TPE
 
 __all__ = [
     "SEARCHERS",
@@ -55,6 +56,7 @@ __all__ = [
     "Searcher",
     "SearcherError",
     "Suggestion",
+    "TPE",
     "Trial",
     "hyperband_plan",
     "make_searcher",
@@ -68,6 +70,7 @@ SEARCHERS: dict[str, type[Searcher]] = {
     "grid": Grid,
     "random": RandomSearch,
     "bo": BayesOpt,
+    "tpe": TPE,
     "hyperband": Hyperband,
 }
 

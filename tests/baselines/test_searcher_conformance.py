@@ -10,6 +10,7 @@ from baselines import SEARCHERS
 FAST = {
     "bo": {"n_initial": 3, "candidates": 128, "refine": 2, "restarts": 1},
     "hyperband": {"R": 9, "eta": 3},
+    "tpe": {"n_initial": 3},
 }
 
 

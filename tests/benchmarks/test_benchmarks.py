@@ -103,11 +103,14 @@ def test_renderers_of_augment_and_bo_live_in_their_modules():
     lines = bench_main.RENDERERS["augment"](aug)
     assert lines == bench_augment.render(aug)
     assert lines[-1].endswith("target >= 5x: met (1 thread, median of 5).")
-    f = {"minimum": 0.4, "random": {"median_best": 0.9}, "bo": {"median_best": 0.5}}
-    bo = {"functions": {"branin": f}, "seeds": 3, "evaluations": 15, "target_ask_seconds": 1.0,
-          "ask_seconds_100obs_15d": 0.2, "ask_seconds_100obs_15d_default_threads": 0.3}  # fmt: skip
+    bo = {
+        "target_ask_seconds": 1.0,
+        "ask_seconds_100obs_15d": 0.2,
+        "tpe_ask_seconds_100obs_15d": 0.01,
+        "ask_seconds_100obs_15d_default_threads": 0.3,
+    }
     lines = bench_main.RENDERERS["bo"](bo)
-    assert lines == bench_bo.render(bo) and "| branin | 0.4 | 0.9 | 0.5 |" in lines
+    assert lines == bench_bo.render(bo) and "BO 0.2 s (one thread" in lines[0]
     assert bench_main.RENDERERS["bo"]({"error": "boom"}) == ["Failed: boom"]
 
 
