@@ -27,7 +27,7 @@ EXPERIMENT = Experiment(
     stn=STNConfig(
         warmup_epochs=5, hyper_lr=3e-3, scale_lr=3e-3, entropy_weight=1e-3, sigma_init=0.5
     ),  # fmt: skip
-    methods=("stn", "grid", "random", "bo"),
+    methods=("stn", "grid", "random", "bo", "tpe"),
     seeds=(0, 1, 2),
     budget=Budget(trials=TRIALS, epochs=TRIALS * EPOCHS, seconds=48 * 3600, parallel=4),
     searchers={
