@@ -136,6 +136,14 @@ class GP:
         self.L = robust_cholesky(K + kernel.noise * torch.eye(len(self.x), dtype=torch.float64))
         self.alpha = torch.cholesky_solve(self.ys.unsqueeze(1), self.L).squeeze(1)  # (n,)
 
+    def with_observations(self, x: Tensor, y: Tensor) -> GP:
+        """This GP also conditioned on points x (m, d) with values y (m,) in its output units
+        (believed values of pending trials, virtual values), its kernel and output scale kept."""
+        ys = torch.cat([self.ys, (y.double() - self.mu) / self.sd])
+        gp = GP(torch.cat([self.x, x.double()]), ys, self.kernel, standardise=False)
+        gp.mu, gp.sd = self.mu, self.sd
+        return gp
+
     def posterior(self, xs: Tensor, noise: bool = False) -> tuple[Tensor, Tensor]:
         """Mean and variance at xs (m, d), in the outputs' units; `noise` adds the observation
         noise (the predictive distribution of a new observation rather than of f)."""

@@ -32,6 +32,7 @@ from scipy.special import log_ndtr, logsumexp, ndtr, ndtri
 from stn.space import Space
 
 from .base import Searcher, SearcherError, Suggestion, Trial, random_params, require_bounded
+from .design import sobol_design
 
 __all__ = ["TPE", "ParzenEstimator"]
 
@@ -68,7 +69,8 @@ class TPE(Searcher):
     def _ask(self, trial_id: int) -> Suggestion | None:
         o = self.options
         if trial_id < o.n_initial:
-            return Suggestion(trial_id, random_params(self.space, self.seed, trial_id))
+            u = sobol_design(self.space, self.seed, o.n_initial, trial_id)
+            return Suggestion(trial_id, u)
         if sum(t.status is not None for t in self.trials.values()) < o.n_initial and self.pending:
             return None  # the initial trials are still running: wait for their results
         models = self.estimators()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from baselines import TPE, Budget, RandomSearch, SearcherError, random_params
+from baselines.design import sobol_design
 from baselines.tpe import ParzenEstimator, bandwidths, trial_weights
 from stn.space import HParam, Space
 
@@ -73,6 +74,7 @@ def test_an_integer_cell_is_scored_by_its_mass():
 def test_waits_for_the_initial_results_then_uses_the_model():
     t = TPE(SPACE, 0, n_initial=3)
     first = [t.ask() for _ in range(3)]
+    assert [s.params for s in first] == [sobol_design(SPACE, 0, 3, i) for i in range(3)]
     t.tell(0, bowl(first[0].params))
     assert t.ask() is None  # one result, two running
     for s in first[1:]:
