@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from baselines import BayesOpt, Budget, random_params
-from baselines.design import sobol_design
 from baselines.bo import unsupported_faces
+from baselines.design import sobol_design
 from baselines.gp import GP, Kernel, warp_outputs
 from stn.space import HParam, Space
 
