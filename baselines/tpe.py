@@ -1,7 +1,7 @@
 """The tree-structured Parzen estimator (Bergstra et al. 2011), with Optuna 5's defaults.
 
-After `n_initial` random trials (Optuna's n_startup_trials), whose results the model waits for
-as BO does, each ask:
+After `n_initial` trials of a scrambled Sobol design (`sobol_design`; Optuna's
+n_startup_trials draws them at random), whose results the model waits for as BO does, each ask:
 1. splits the trials told into "good" (the best ceil(gamma n) finite losses, at most
    `max_good`) and "bad" (the rest, failures and, with `liar`, the pending trials: a pending
    trial counts as bad, so parallel asks are pushed away from each other, Optuna's
@@ -45,7 +45,7 @@ class TPE(Searcher):
 
     @dataclass(frozen=True)
     class Options(Searcher.Options):
-        n_initial: int = 10  # random trials; the model is used once their results are in
+        n_initial: int = 10  # initial design; the model is used once their results are in
         candidates: int = 24  # points drawn from the good estimator and scored
         gamma: float = 0.1  # the share of trials that are "good"
         max_good: int = 25  # and at most this many

@@ -2,7 +2,7 @@
 
 Protocol (the one Optuna's numbers below were taken with): Branin (2-D, minimum 0.397887) and
 Hartmann-6 (6-D, minimum -3.32237), 30 evaluations one at a time, seeds 0-9, the median over
-seeds of the best value found. Each searcher runs with its defaults (BO: 5 random trials
+seeds of the best value found. Each searcher runs with its defaults (BO: 5 Sobol trials
 first; TPE: 10, as Optuna's). Also reported: the share of the model-based trials with a
 coordinate exactly on a face of the box (Hartmann-6's and Branin's minima are inside it), and
 the seconds each method took.
