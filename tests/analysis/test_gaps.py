@@ -57,7 +57,7 @@ def test_partial_store_renders_with_the_gaps_marked(store_copy, tmp_path, monkey
     assert not notes(schedules)  # stn seed 0 is there
     for fig in (best, final):
         (note,) = notes(fig)
-        assert set(note[len("no data: ") :].split(", ")) == {"grid", "bo", "hyperband",
+        assert set(note[len("no data: ") :].split(", ")) == {"grid", "bo", "tpe", "hyperband",
                                                               "delta-stn"}  # fmt: skip
         plt.close(fig)
     plt.close(schedules)

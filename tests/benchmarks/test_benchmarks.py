@@ -161,4 +161,4 @@ def test_main_unknown_benchmark_exits_2(capsys):
     with pytest.raises(SystemExit) as e:
         bench_main.main(["--only", "nope"])
     assert e.value.code == 2
-    assert "valid: stn_cost, augment, bo, hpo, report" in capsys.readouterr().err
+    assert "valid: stn_cost, augment, bo, searchers, hpo, report" in capsys.readouterr().err
