@@ -17,7 +17,7 @@ import pandas as pd
 __all__ = ["METHOD_ORDER", "paper_numbers", "summary_table", "to_latex", "to_markdown"]
 
 # The order rows appear in; methods not listed follow alphabetically.
-METHOD_ORDER = ["fixed", "grid", "random", "bo", "hyperband", "pbt", "stn", "delta-stn"]
+METHOD_ORDER = ["fixed", "grid", "random", "bo", "tpe", "hyperband", "pbt", "stn", "delta-stn"]
 COLUMNS = ["val_loss", "test_loss", "val_metric", "test_metric"]
 
 

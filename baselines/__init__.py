@@ -42,6 +42,7 @@ from .bo import BayesOpt
 from .hyperband import Hyperband, hyperband_plan
 from .pbt import PBT
 from .simple import Fixed, Grid, RandomSearch
+from .tpe import TPE
 
 __all__ = [
     "SEARCHERS",
@@ -57,6 +58,7 @@ __all__ = [
     "Searcher",
     "SearcherError",
     "Suggestion",
+    "TPE",
     "Trial",
     "hyperband_plan",
     "make_searcher",
@@ -70,6 +72,7 @@ SEARCHERS: dict[str, type[Searcher]] = {
     "grid": Grid,
     "random": RandomSearch,
     "bo": BayesOpt,
+    "tpe": TPE,
     "hyperband": Hyperband,
     "pbt": PBT,
 }

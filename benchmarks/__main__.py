@@ -30,6 +30,7 @@ MODULES = {
     "stn_cost": "benchmarks.bench_stn_cost",
     "augment": "benchmarks.bench_augment",
     "bo": "benchmarks.bench_bo",
+    "searchers": "benchmarks.bench_searchers",
     "hpo": "benchmarks.bench_hpo",
     "report": "benchmarks.bench_report",
 }

@@ -37,7 +37,7 @@ EXPERIMENT = Experiment(
         sigma_init=0.5,
         final_hparams="last",
     ),  # fmt: skip
-    methods=("stn", "grid", "random", "bo"),
+    methods=("stn", "grid", "random", "bo", "tpe"),
     seeds=(0, 1, 2),
     budget=Budget(trials=TRIALS, epochs=TRIALS * EPOCHS, seconds=48 * 3600, parallel=4),
     searchers={

@@ -46,7 +46,7 @@ EXPERIMENT = Experiment(
     reproduces="Table 2, PTB columns",
     task=PTBTask(epochs=CAP, hnet_input="value"),
     stn=STN_LSTM,
-    methods=("stn", "grid", "random", "bo"),
+    methods=("stn", "grid", "random", "bo", "tpe"),
     seeds=(0, 1, 2),
     budget=Budget(trials=TRIALS, epochs=TRIALS * EPOCHS, seconds=96 * 3600, parallel=4),
     searchers={

@@ -1,9 +1,11 @@
-"""The GP equals scikit-learn's GaussianProcessRegressor; fitting, stability, EI, BO details."""
+"""The GP equals scikit-learn's GaussianProcessRegressor; fitting, priors, stability, (log) EI,
+output warping."""
 
 from __future__ import annotations
 
 import math
 
+import mpmath
 import numpy as np
 import pytest
 import torch
@@ -11,21 +13,20 @@ from scipy.stats import norm
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
-from baselines import BayesOpt
 from baselines.gp import (
     GP,
-    PRIOR_SD,
     GPError,
     Kernel,
-    _log_prior_means,
     expected_improvement,
     fit_kernel,
+    log_expected_improvement,
+    log_prior,
     matern52,
     neg_log_posterior,
     robust_cholesky,
     sq_diffs,
+    warp_outputs,
 )
-from stn.space import HParam, Space
 
 LS, SIGNAL, NOISE = [0.3, 0.7, 1.5], 1.7, 0.05
 
@@ -84,6 +85,20 @@ def test_fit_finds_the_relevant_input():
     assert k.noise < 1e-2  # noiseless data
 
 
+def test_length_scales_stay_bounded():
+    """An input the data say little about keeps a length scale of at most sqrt(d): the GP
+    never switches it off (the old prior let such inputs reach 2-6 on Hartmann-6, bound 100)."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(20, 6, generator=g, dtype=torch.float64)
+    y = torch.sin(5 * x[:, 0]) + 0.01 * x[:, 1:].sum(1)  # inputs 1-5 barely matter
+    k = fit_kernel(x, y, restarts=3, generator=g)
+    means, sds, bounds = log_prior(6)
+    assert k.lengthscale.max().item() <= math.sqrt(6) * (1 + 1e-9)
+    assert [b[1] for b in bounds[:6]] == pytest.approx([math.log(math.sqrt(6))] * 6)
+    assert k.lengthscale[0] < k.lengthscale[1:].min()
+    assert means[0].exp().item() == pytest.approx(0.25 * math.sqrt(6)) and sds[0] == 1.0
+
+
 def test_expected_improvement_closed_form():
     mean = torch.tensor([0.0, 1.0, -1.0], dtype=torch.float64)
     var = torch.tensor([1.0, 4.0, 0.25], dtype=torch.float64)
@@ -93,40 +108,39 @@ def test_expected_improvement_closed_form():
     assert np.allclose(expected_improvement(mean, var, 0.0).numpy(), want)
 
 
-SPACE = Space.of(HParam("x", -5.0, 10.0, 0.0), HParam("k", 0, 9, 0, integer=True))
-FAST = {"n_initial": 3, "candidates": 256, "refine": 2, "restarts": 1}
+def test_log_expected_improvement_is_accurate_far_from_the_incumbent():
+    z = torch.tensor([3.0, 0.5, -0.9, -1.1, -5.0, -20.0, -40.0, -1e7], dtype=torch.float64)
+    var = torch.full_like(z, 4.0)
+    got = log_expected_improvement(-2 * z, var, 0.0)  # sd 2: z = (0 - mean) / 2
+    assert torch.isfinite(got).all()
+    mpmath.mp.dps = 50  # the closed form in 50-digit arithmetic (mpmath comes with torch)
+    for zi, gi in zip(z.tolist(), got.tolist()):
+        h = mpmath.npdf(zi) + zi * mpmath.ncdf(zi)
+        assert gi == pytest.approx(float(mpmath.log(2 * h)), rel=1e-9, abs=1e-9), zi
+    ei = expected_improvement(-2 * z[:5], var[:5], 0.0)  # where EI does not underflow
+    assert torch.allclose(got[:5].exp(), ei, rtol=1e-10)
+    zs = torch.tensor([-30.0, -3.0], dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(log_expected_improvement(zs, torch.ones(2), 0.0).sum(), zs)
+    assert (grad < 0).all() and torch.isfinite(grad).all()  # a slope where EI itself is 0
 
 
-def test_pending_trials_are_not_proposed_twice():
-    bo = BayesOpt(SPACE, 0, **FAST)
-    for _ in range(5):
-        s = bo.ask()
-        bo.tell(s.id, (s.params["x"] - 2) ** 2 + s.params["k"])
-    batch = [bo.ask() for _ in range(3)]  # three in flight: the constant liar spreads them
-    # (without the liar all three land within 1e-6 of each other: distinct is not enough)
-    units = [SPACE.to_unit(s.params) for s in batch]
-    gaps = [max(abs(a - b) for a, b in zip(u, v)) for i, u in enumerate(units) for v in units[:i]]
-    assert min(gaps) > 0.05, batch
-
-
-def test_failures_are_imputed_as_the_worst():
-    bo = BayesOpt(SPACE, 0, **FAST)
-    told = [(1.0, "ok"), (math.nan, "ok"), (4.0, "ok"), (0.5, "diverged"), (2.0, "failed")]
-    for loss, status in told:
-        bo.tell(bo.ask().id, loss, status=status)
-    x, y, n_finite = bo.observations()
-    assert y.tolist() == [1.0, 4.0, 4.0, 4.0, 4.0] and n_finite == 2 and x.shape == (5, 2)
-    s = bo.ask()  # the model's first proposal, its integer snapped
-    assert s.id == 5 and float(s.params["k"]).is_integer() and bo.best[2] == 1.0
-
-
-def test_bad_options():
-    with pytest.raises(ValueError, match="liar"):
-        BayesOpt(SPACE, 0, liar="median")
-    with pytest.raises(ValueError, match="n_initial"):
-        BayesOpt(SPACE, 0, n_initial=-1)
-    with pytest.raises(ValueError, match="half-bounded"):
-        BayesOpt(Space.of(HParam("w", 0.0, math.inf, 1.0)), 0)
+def test_warping_compresses_a_heavy_upper_tail_only():
+    g = np.random.default_rng(0)
+    good = 0.1 + 0.02 * g.standard_normal(18)
+    heavy = torch.tensor(np.concatenate([good, [2.3, 2.3]]))  # two diverged trials
+    ys, lam = warp_outputs(heavy)
+    plain = (heavy - heavy.mean()) / heavy.std(correction=0)
+    assert lam < 0.5 and torch.equal(ys.argsort(), plain.argsort())  # monotone
+    spread = lambda v: (v[:18].max() - v[:18].min()).item()  # noqa: E731
+    assert spread(ys) > 2 * spread(plain)  # the good trials told apart
+    assert ys.mean().abs() < 1e-12 and (ys.std(correction=0) - 1).abs() < 1e-12
+    gauss = torch.tensor(g.standard_normal(30))
+    ys, lam = warp_outputs(gauss)
+    assert lam > 0.7 and torch.corrcoef(torch.stack([ys, gauss]))[0, 1] > 0.99
+    # a heavy lower tail (a few very good trials, as on Hartmann-6) is left alone
+    low = torch.tensor(np.concatenate([-0.1 * g.random(18), [-3.0, -2.5]]))
+    ys, lam = warp_outputs(low)
+    assert lam == 1.0 and torch.allclose(ys, (low - low.mean()) / low.std(correction=0))
 
 
 def test_analytic_gradient_matches_autograd():
@@ -142,7 +156,8 @@ def test_analytic_gradient_matches_autograd():
         K = signal * (1 + 5**0.5 * r + 5 / 3 * d2) * torch.exp(-(5**0.5) * r)
         K = K + noise * torch.eye(30, dtype=torch.float64)
         mvn = torch.distributions.MultivariateNormal(torch.zeros(30, dtype=torch.float64), K)
-        return -mvn.log_prob(ys) + 0.5 * ((t - _log_prior_means(4)) / PRIOR_SD).pow(2).sum()
+        means, sds, _ = log_prior(4)
+        return -mvn.log_prob(ys) + 0.5 * ((t - means) / sds).pow(2).sum()
 
     t = theta.clone().requires_grad_()
     ref = reference(t)

@@ -11,6 +11,7 @@ FAST = {
     "bo": {"n_initial": 3, "candidates": 128, "refine": 2, "restarts": 1},
     "hyperband": {"R": 9, "eta": 3},
     "pbt": {"population": 4, "epochs": 6, "interval": 2},
+    "tpe": {"n_initial": 3},
 }
 
 

@@ -30,8 +30,8 @@ SPACE = Space.of(
 def test_registry_and_unknown_names():
     assert make_searcher("random", SPACE, 0).name == "random"
     assert all(cls.name == key for key, cls in SEARCHERS.items())
-    with pytest.raises(SearcherError, match="unknown searcher 'tpe'; valid: fixed, grid, random"):
-        make_searcher("tpe", SPACE, 0)
+    with pytest.raises(SearcherError, match="unknown searcher 'smac'; valid: fixed, grid, random"):
+        make_searcher("smac", SPACE, 0)
     with pytest.raises(SearcherError, match=r"unknown option\(s\) point; valid: budget, params"):
         make_searcher("grid", SPACE, 0, point=3)
 

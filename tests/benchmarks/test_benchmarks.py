@@ -107,11 +107,14 @@ def test_renderers_of_augment_and_bo_live_in_their_modules():
     lines = bench_main.RENDERERS["augment"](aug)
     assert lines == bench_augment.render(aug)
     assert lines[-1].endswith("target >= 5x: met (1 thread, median of 5).")
-    f = {"minimum": 0.4, "random": {"median_best": 0.9}, "bo": {"median_best": 0.5}}
-    bo = {"functions": {"branin": f}, "seeds": 3, "evaluations": 15, "target_ask_seconds": 1.0,
-          "ask_seconds_100obs_15d": 0.2, "ask_seconds_100obs_15d_default_threads": 0.3}  # fmt: skip
+    bo = {
+        "target_ask_seconds": 1.0,
+        "ask_seconds_100obs_15d": 0.2,
+        "tpe_ask_seconds_100obs_15d": 0.01,
+        "ask_seconds_100obs_15d_default_threads": 0.3,
+    }
     lines = bench_main.RENDERERS["bo"](bo)
-    assert lines == bench_bo.render(bo) and "| branin | 0.4 | 0.9 | 0.5 |" in lines
+    assert lines == bench_bo.render(bo) and "BO 0.2 s (one thread" in lines[0]
     assert bench_main.RENDERERS["bo"]({"error": "boom"}) == ["Failed: boom"]
 
 
@@ -162,4 +165,4 @@ def test_main_unknown_benchmark_exits_2(capsys):
     with pytest.raises(SystemExit) as e:
         bench_main.main(["--only", "nope"])
     assert e.value.code == 2
-    assert "valid: stn_cost, augment, bo, hpo, report" in capsys.readouterr().err
+    assert "valid: stn_cost, augment, bo, searchers, hpo, report" in capsys.readouterr().err

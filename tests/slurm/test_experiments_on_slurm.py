@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 EXP = "digits-mlp"
-METHODS = ("stn", "delta-stn", "fixed", "grid", "random", "bo", "hyperband")
+METHODS = ("stn", "delta-stn", "fixed", "grid", "random", "bo", "tpe", "hyperband")
 # Two jobs at once on the 2-CPU node.
 SMALL = ("--set", "launch.cpus_per_task=1", "--set", "launch.mem_gb=1")
 # STN runs as the experiments define them: they save a checkpoint every epoch (17 steps) and
