@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.store import Place, unflatten
+from experiments.store import Place, flatten, unflatten
 
 from .load import (
     Loaded,
@@ -240,21 +240,12 @@ def _store_row(row: Mapping[str, Any]) -> dict[str, Any]:
     return out | ({"kind": kind} if kind else {})
 
 
-def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(_flat(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _best_hparams(run: RunLike, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The summary's best_hparams; for runs mirrored without it, a fixed-hyperparameter run's
     config params, else the hparams of the evaluation row with the lowest validation loss."""
-    flat = _flat(run.summary)
-    best = {k[len("best_hparams/") :]: v for k, v in flat.items() if k.startswith("best_hparams/")}
+    n = len("best_hparams.")  # nested in the summary, or flat "best_hparams/x" (older runs)
+    flat = flatten(run.summary)
+    best = {k[n:]: v for k, v in flat.items() if k[:n] in ("best_hparams.", "best_hparams/")}
     if best:
         return best
     if isinstance(run.config.get("params"), Mapping):

@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -136,26 +135,6 @@ def train(
 def _is_response(name: str) -> bool:
     """Response parameters of the STN layers: hyper_weight*, hyper_bias*, scaling* (V)."""
     return any(part.startswith(("hyper_", "scaling")) for part in name.split("."))
-
-
-@contextmanager
-def _frozen(model: nn.Module) -> Iterator[None]:
-    """The model's parameters require no gradient inside the block (restored after).
-
-    A hyper step's forward runs in it: autograd then records nothing for the weights, so no
-    weight gradient is computed, not even by a custom autograd Function (the STN LSTM's
-    recurrence), whose backward sees only that an input requires grad, not whether the caller
-    asked for it; and no tensor is saved only for a weight gradient. On the PTB LSTM it took
-    a tenth off a hyper step (CPU).
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 class _Run:
@@ -281,7 +260,11 @@ class _Run:
         batch = self.next_val()
         self.model.eval()
         hb = hyper.batch(self._batch_size(batch), perturb=cfg.tune_scales)
-        with _frozen(self.model):
+        # The weights frozen while the forward runs: autograd records nothing for them, so no
+        # weight gradient is computed, not even by a custom autograd Function (the STN LSTM's
+        # recurrence), whose backward sees only that an input requires grad; and no tensor is
+        # saved only for a weight gradient. On the PTB LSTM it took a tenth off a hyper step.
+        with frozen(self.model.parameters()):
             loss = self.problem.val_loss(self.model, batch, hb)
         value = loss.item()
         if not math.isfinite(value):
