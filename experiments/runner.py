@@ -255,8 +255,6 @@ def run_experiment(
     means offline on SLURM (compute nodes rarely reach the internet; `wandb sync` later), off
     elsewhere. `objectives` replaces {"stn": run_stn, "trial": run_trial} (tests). Bad input
     raises SpecError (or another ValueError subclass) before anything is written."""
-    from slurm.executors import local_threads, make_executor
-
     exp = resolve(exp, smoke=smoke, overrides=overrides, launcher=launcher)
     if seeds is not None:
         exp = apply_overrides(exp, {"seeds": tuple(seeds)})
@@ -271,7 +269,6 @@ def run_experiment(
     objectives = {**_default_objectives(), **(objectives or {})}
     runs = Path(runs_dir)
     planned = plan(exp, methods, runs, objectives, wandb)
-    executor = make_executor(exp.launch, runs / exp.name / ".submitit", name=exp.name)
     singles = sum(isinstance(u, JobUnit) for u in planned)
     progress = Progress(f"{exp.name} runs", singles, bar=bar)
     for u in (u for u in planned if isinstance(u, JobUnit)):
@@ -282,10 +279,11 @@ def run_experiment(
             print(f"{u.place.name}: in use by {describe_holder(who)}; waiting for it",
                   file=sys.stderr, flush=True)  # fmt: skip
     with contextlib.ExitStack() as stack:  # every check passed: from here on the store changes
+        executor = _executor(stack, exp, runs / exp.name / ".submitit")
         units = [u if isinstance(u, JobUnit) else _search(stack, exp, u, runs, objectives["trial"],
                                                           wandb, bar) for u in planned]  # fmt: skip
         try:
-            with local_threads(exp.launch), _sigterm_interrupts():
+            with _sigterm_interrupts():
                 _drive(units, executor, exp.launch, exp.budget.parallel, progress)
         except KeyboardInterrupt:
             if exp.launch.launcher == "local":  # its jobs would outlive us; SLURM's are re-attached
@@ -297,6 +295,19 @@ def run_experiment(
                 p.close()
     return {(u.method, u.seed): u.outcome() if isinstance(u, JobUnit) else u.summary()
             for u in units}  # fmt: skip
+
+
+def _executor(stack: contextlib.ExitStack, exp: Experiment, folder: Path) -> Any:
+    """The sweep's executor: for `local`, a pool of budget.parallel warm workers (stopped when
+    the sweep ends) with their share of the cores each; else submitit's."""
+    from slurm.executors import local_threads, make_executor
+    from slurm.pool import WarmPool
+
+    launch, parallel = exp.launch, exp.budget.parallel
+    if launch.launcher != "local":
+        return make_executor(launch, folder, name=exp.name)
+    pool = WarmPool(folder, parallel, local_threads(launch, parallel), launch.gpus_per_node)
+    return stack.enter_context(pool)
 
 
 def _search(stack: contextlib.ExitStack, exp: Experiment, place: Place, runs: Path,

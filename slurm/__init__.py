@@ -1,5 +1,6 @@
-"""Launching runs through submitit: executors (debug / local / slurm), preemption-safe jobs, and
-the single-node cluster script (`slurm/local_cluster.sh`) that CI tests against."""
+"""Launching runs: submitit executors (debug / slurm), the warm worker pool of the local launcher,
+preemption-safe jobs, and the single-node cluster script (`slurm/local_cluster.sh`) that CI tests
+against."""
 
 from .executors import (
     LAUNCHERS,
@@ -14,12 +15,15 @@ from .executors import (
     submit_calls,
 )
 from .jobs import ResumableJob, on_checkpoint
+from .pool import WarmPool, WorkerDied
 
 __all__ = [
     "LAUNCHERS",
     "Launch",
     "LaunchError",
     "ResumableJob",
+    "WarmPool",
+    "WorkerDied",
     "local_threads",
     "make_executor",
     "on_checkpoint",

@@ -11,13 +11,12 @@ its commands happen to be installed, including a laptop that only has the client
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,9 +63,10 @@ class LaunchError(ValueError):
 @dataclass(frozen=True)
 class Launch:
     """Where and with what resources a job runs. Fields other than `launcher` matter on SLURM;
-    `local` uses timeout_min and gpus_per_node, `debug` runs in-process and ignores them all."""
+    `local` (slurm.pool) uses cpus_per_task (threads, capped by the machine's share) and
+    gpus_per_node, and has no time limit; `debug` runs in-process and ignores them all."""
 
-    launcher: str = "local"  # debug (in-process) | local (subprocesses) | slurm (sbatch)
+    launcher: str = "local"  # debug (in-process) | local (warm worker processes) | slurm
     partition: str | None = None  # SLURM partition; None: the cluster's default partition
     gpus_per_node: int = 0  # GPUs per job (one node per job)
     cpus_per_task: int = 2  # CPU cores per job: data loading workers + the main process
@@ -208,19 +208,15 @@ def poll_interval(launcher: str) -> float:
     return {"debug": 0.0, "local": 0.2}.get(launcher, 5.0)
 
 
-@contextlib.contextmanager
-def local_threads(launch: Launch) -> Iterator[None]:
-    """Local jobs share this machine's cores: give each launch.cpus_per_task threads, as SLURM
-    would, instead of torch's default of all cores per process (`parallel` jobs would then
-    oversubscribe them). The jobs inherit the variable; a value set by the user is kept."""
-    if launch.launcher != "local" or "OMP_NUM_THREADS" in os.environ:
-        yield
-        return
-    os.environ["OMP_NUM_THREADS"] = str(launch.cpus_per_task)
-    try:
-        yield
-    finally:
-        os.environ.pop("OMP_NUM_THREADS", None)
+def local_threads(launch: Launch, parallel: int) -> int:
+    """Threads of each local job when `parallel` share this machine: OMP_NUM_THREADS when the
+    user set it, else min(cpus_per_task, cores // parallel), at least one (slurm.pool)."""
+    from .pool import job_threads
+
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    return job_threads(launch.cpus_per_task, parallel)
 
 
 def reattach(executor: submitit.Executor, job_id: str | None) -> submitit.Job | None:
