@@ -120,7 +120,9 @@ class Searcher:
     such a trial is to be scored on its own evaluations only, not on its parent's best (PBT
     ranks members by how they do now), `independent_trials = True` if
     proposals never depend on results (a driver may submit them all at once, e.g. as one job
-    array). `_check_int` and
+    array), `asks_in_generations = True` if proposals come in generations, each depending on
+    the earlier ones only (ask returns None until a generation is told: a driver may submit
+    each generation as one job array). `_check_int` and
     `_check_choice` validate a subclass's own options.
     """
 
@@ -131,6 +133,7 @@ class Searcher:
     resumes_from_parent: ClassVar[bool] = False
     scores_own_segment: ClassVar[bool] = False
     independent_trials: ClassVar[bool] = False
+    asks_in_generations: ClassVar[bool] = False
 
     @dataclass(frozen=True)
     class Options:

@@ -68,6 +68,7 @@ class PBT(Searcher):
     finite_plan = True
     resumes_from_parent = True  # members continue their own or an exploited member's checkpoint
     scores_own_segment = True  # rank members by their latest interval, not an ancestor's best
+    asks_in_generations = True  # on SLURM a generation goes out as one job array
 
     @dataclass(frozen=True)
     class Options(Searcher.Options):

@@ -33,6 +33,7 @@ MODULES = {
     "searchers": "benchmarks.bench_searchers",
     "hpo": "benchmarks.bench_hpo",
     "report": "benchmarks.bench_report",
+    "demo": "benchmarks.bench_demo",
 }
 BENCHMARKS = tuple(MODULES)
 

@@ -10,7 +10,8 @@ re-attached or resubmitted and resumes from its checkpoint). No trial id is aske
 What the searcher needs of the driver it declares as class attributes (baselines.Searcher):
 `resumes_from_parent` (trials continue an earlier trial's checkpoint, which is kept),
 `scores_own_segment` (such a trial's result is its own evaluations' best, not its parent's),
-`independent_trials` (on SLURM its trials may go out as one job array), `finite_plan`.
+`independent_trials` (on SLURM its trials may go out as one job array), `asks_in_generations`
+(on SLURM each generation goes out as one job array), `finite_plan`.
 """
 
 from __future__ import annotations

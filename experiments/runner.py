@@ -344,7 +344,7 @@ def _drive(units: list, executor: Any, launch: Any, parallel: int, progress: Pro
 
     Local jobs share this machine: at most `parallel` run at once in all. On SLURM each search
     keeps `parallel` trials in flight (a searcher with independent trials submits them as one
-    array that runs `parallel` at a time), and the runs that can start go as one job array."""
+    array that runs `parallel` at a time, one in generations each generation as one such array), and the runs that can start go as one job array."""
     from slurm.executors import poll_interval
 
     cap = parallel if launch.launcher == "local" else math.inf
@@ -362,7 +362,8 @@ def _drive(units: list, executor: Any, launch: Any, parallel: int, progress: Pro
                 u.inflight[0] = job
             room -= len(ready)
         for u in (u for u in active if isinstance(u, Search)):
-            whole = launch.launcher == "slurm" and u.searcher.independent_trials
+            sr = u.searcher
+            whole = launch.launcher == "slurm" and (sr.independent_trials or sr.asks_in_generations)
             limit = launch.max_array_size if whole else parallel
             room -= u.fill(executor, int(min(limit, len(u.inflight) + max(room, 0))))
         told = 0

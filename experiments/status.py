@@ -74,7 +74,8 @@ def _search(u: Unit) -> dict[str, Any]:
 
 
 def format_status(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'method':<22} {'seed':>4}  {'state':<40} {'best val':>10}  slurm jobs"]
+    """The rows as a table, the state column as wide as its longest entry."""
+    cells = []
     for r in rows:
         if r["kind"] == "run":
             state = r["status"] + (f": {r['reason']}" if r.get("reason") else "")
@@ -86,5 +87,8 @@ def format_status(rows: list[dict[str, Any]]) -> str:
         best = r["best_val_loss"]
         best_s = f"{best:.4f}" if isinstance(best, (int, float)) else "-"
         jobs = ",".join(r["jobs"][:6]) + (" ..." if len(r["jobs"]) > 6 else "")
-        lines.append(f"{r['method']:<22} {r['seed']:>4}  {state:<40} {best_s:>10}  {jobs or '-'}")
+        cells.append((r["method"], r["seed"], state, best_s, jobs or "-"))
+    w = max([len("state")] + [len(c[2]) for c in cells])
+    lines = [f"{'method':<22} {'seed':>4}  {'state':<{w}} {'best val':>10}  slurm jobs"]
+    lines += [f"{m:<22} {k:>4}  {st:<{w}} {b:>10}  {j}" for m, k, st, b, j in cells]
     return "\n".join(lines)

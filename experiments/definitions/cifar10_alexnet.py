@@ -5,7 +5,10 @@ momentum 0.9 for the weights, the authors' rules for every method (LR x0.1 on a 
 non-monotone window over the whole history; a run ends after 75 epochs without improvement or
 once the LR is below 1e-5; the 500-epoch cap does not bind); STN: Adam 3e-3 on the
 hyperparameters and scales, entropy weight 1e-3, sigma 0.5, 5 warm-up epochs, the layers
-conditioned on the unconstrained values (cnn/hypertrain.py). docs/fidelity.md: every setting.
+conditioned on the unconstrained values (cnn/hypertrain.py). Delta-STN: the same task and
+schedule with Delta-STN's preset (STNConfig.delta_stn, Bae & Grosse's alexnet/train.py: RMSprop
+1e-2 on the hyperparameters, 5:1 cycle, sigma 1) and its final evaluation at the best
+hyperparameters (their trainer reloads nothing). docs/fidelity.md: every setting.
 
 Baseline budgets (ours: the authors ran them separately): each search gets at most 27 trials,
 5400 epochs in all and 48 GPU-hours of trial time, whichever ends first; a 3 x 3 x 3 grid over
@@ -37,10 +40,11 @@ EXPERIMENT = Experiment(
         sigma_init=0.5,
         final_hparams="last",
     ),  # fmt: skip
-    methods=("stn", "grid", "random", "bo", "tpe"),
+    methods=("stn", "delta-stn", "grid", "random", "bo", "tpe"),
     seeds=(0, 1, 2),
     budget=Budget(trials=TRIALS, epochs=TRIALS * EPOCHS, seconds=48 * 3600, parallel=4),
     searchers={
+        "delta-stn": {"final_hparams": "best"},
         "grid": {"params": ("dropout_fc1", "dropout_fc2", "cutout_length"), "points": 3},
         "bo": {"n_initial": 5},
         "hyperband": {"R": EPOCHS, "eta": 3},

@@ -13,6 +13,7 @@ fixed-loop Variant except STN; "68" stands for p = 0.68, without a dot, which wo
                  by 2 pi again, so the period it ran is P = 1200 / (2 pi) ~ 191 minibatches
                  (reproduced; --set variants.sinusoid-68.sinusoid... for the stated one)
     stn            STN tuning output dropout from 0.05
+    delta-stn      Delta-STN tuning it (ours, not in the paper: Delta-STN's preset on this task)
     stn-schedule   retrained from scratch following the STN's schedule (same seed), per epoch
                    as the authors' train_basic.py (the values the STN had at each epoch's end)
     stn-final      the STN's final value, fixed (0.78 in the paper)
@@ -50,6 +51,7 @@ EXPERIMENT = Experiment(
     stn=STN_LSTM,
     methods=(
         "stn",
+        "delta-stn",
         "fixed-68",
         "noise-68",
         "sinusoid-68",

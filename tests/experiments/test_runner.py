@@ -65,7 +65,8 @@ def toy_stn(exp, method, seed, run_dir, *, wandb="off", device="cpu"):
 
 
 def toy_trial(exp, method, seed, params, run_dir, *, epochs=None, resume_from=None, variant=None,
-              keep_checkpoint=False, retry_failed=False, wandb="off", device="cpu"):  # fmt: skip
+              keep_checkpoint=False, retry_failed=False, own_best=False, wandb="off",
+              device="cpu"):  # fmt: skip
     if variant is not None:  # "final": the STN's final value, read from its run folder
         src = RunDir(Path(run_dir).parent.parent / variant.from_method / Path(run_dir).name)
         params = src.read_result()["hparams"]
@@ -308,3 +309,16 @@ def test_a_local_search_is_extended_by_a_larger_budget(tmp_path):
                           overrides=["budget.trials=5"])[("random", 0)]  # fmt: skip
     assert len(first["trials"]) == 3 and len(more["trials"]) == 5 and more["finished"]
     assert more["trials"][:3] == first["trials"][:3]
+
+
+@pytest.mark.slurm
+def test_on_slurm_each_pbt_generation_goes_out_as_one_array(tmp_path):
+    exp = apply_overrides(toy_exp(), ["seeds=0", "budget.parallel=2"])
+    pbt = {"pbt": {"population": 3, "epochs": 2, "interval": 1}}
+    exp = dataclasses.replace(exp, launch=SMALL, searchers=pbt)
+    out = run_experiment(exp, ["pbt"], runs_dir=tmp_path, objectives=OBJECTIVES, bar=False)
+    search = out[("pbt", 0)]
+    assert search["finished"] and len(search["trials"]) == 6
+    jobs = json.loads((tmp_path / "toy/pbt/seed0/jobs.json").read_text())
+    arrays = [{jobs[str(t)].split("_")[0] for t in gen} for gen in ((0, 1, 2), (3, 4, 5))]
+    assert [len(a) for a in arrays] == [1, 1] and arrays[0] != arrays[1], jobs
