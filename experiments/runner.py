@@ -344,7 +344,8 @@ def _drive(units: list, executor: Any, launch: Any, parallel: int, progress: Pro
 
     Local jobs share this machine: at most `parallel` run at once in all. On SLURM each search
     keeps `parallel` trials in flight (a searcher with independent trials submits them as one
-    array that runs `parallel` at a time, one in generations each generation as one such array), and the runs that can start go as one job array."""
+    array that runs `parallel` at a time; one asking in generations, each generation as one
+    such array), and the runs that can start go as one job array."""
     from slurm.executors import poll_interval
 
     cap = parallel if launch.launcher == "local" else math.inf

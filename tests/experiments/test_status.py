@@ -13,8 +13,17 @@ def row(method: str, **kw) -> dict:
 def test_columns_line_up_with_long_states():
     rows = [
         row("stn", kind="run", status="ok", reason=None),
-        row("grid", kind="search", done=3, planned=4, running=0, failed=0, finished=True,
-            reason="budget spent", jobs=["12_0", "12_1"]),  # fmt: skip
+        row(
+            "grid",
+            kind="search",
+            done=3,
+            planned=4,
+            running=0,
+            failed=0,
+            finished=True,
+            reason="budget spent",
+            jobs=["12_0", "12_1"],
+        ),  # fmt: skip
         row("random", kind="run", status="failed", reason="ValueError: " + "x" * 60),
     ]
     lines = format_status(rows).splitlines()
