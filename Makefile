@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m experiments run digits-mlp --launcher local
-	$(BIN)/python -m analysis report digits-mlp --out results/digits-mlp
+	@start=$$(date +%s); \
+	$(BIN)/python -m experiments run digits-mlp --launcher local && \
+	$(BIN)/python -m analysis report digits-mlp --out results/digits-mlp && \
+	echo "make demo: $$(( $$(date +%s) - start )) s wall clock (after install)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

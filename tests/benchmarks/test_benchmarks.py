@@ -166,3 +166,15 @@ def test_main_unknown_benchmark_exits_2(capsys):
         bench_main.main(["--only", "nope"])
     assert e.value.code == 2
     assert "valid: stn_cost, augment, bo, searchers, hpo, report" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_bench_runs_both_launch_ways_to_the_same_results():
+    from benchmarks import bench_demo
+
+    r = bench_demo.run(quick=True, methods=("stn", "random"))
+    assert r["same_results"] and set(r["pool"]["val_loss"]) == {"stn/0", "random/0"}
+    assert r["fresh"]["processes"] == 2 and r["pool"]["processes"] <= 2  # jobs; workers
+    assert 0 < r["pool"]["startup_share"] <= 1 and r["import_cpu_s"] > 0
+    text = "\n".join(bench_demo.render(r))
+    assert "warm workers" in text and "same selected results: yes" in text
