@@ -51,8 +51,9 @@ SMALL = ("--set", "launch.cpus_per_task=1", "--set", "launch.mem_gb=1")
 REQUEUED = ("--methods", "stn", "--set", "task.epochs=300")
 # The time-limited run: once its first checkpoint is on disk (submitit's USR2 handler is set),
 # its limit is lowered so that SLURM's next check (within 30 s) warns it (helpers.time_out_soon).
-# The run must outlast that on an idle machine: 1500 epochs of ~0.04-0.06 s.
-TIMED = ("--methods", "stn", "--set", "task.epochs=1500")
+# The run must outlast that on an idle machine: 1200 epochs of ~0.04-0.06 s (48-72 s); every
+# epoch more keeps one of the node's two CPUs longer from the other jobs.
+TIMED = ("--methods", "stn", "--set", "task.epochs=1200")
 # 10 minutes or less: submitit then takes any USR2 for a time-out, not a preemption (it counts
 # these, at most 3, then gives up); a warning 90 s ahead, which time_out_soon needs (>= 75 s).
 TIMEOUT_MIN, SIGNAL_DELAY_S = 10, 90
@@ -428,7 +429,7 @@ def test_time_limit_checkpoints_requeues_and_finishes(lab):
     for ended in runs[:-1]:
         assert "this job is timed-out" in ended and "Calling checkpoint method" in ended
         assert f"Requeued job {job} (" in ended
-    assert_resumed(run, job, log, runs, 1500)
+    assert_resumed(run, job, log, runs, 1200)
     assert_completed({job}, lab.deadline)
 
 
