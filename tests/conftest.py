@@ -102,6 +102,27 @@ def one_thread():
 
 
 _SLURM_PROBE: list[str | None] = []  # the cluster probe runs once per session
+_DEFAULT_MARKS = "not slow and not slurm"  # pyproject's addopts: what `make test` runs
+
+
+def _slurm_unreachable() -> str | None:
+    """Why no SLURM cluster answers (None when one does), asked once per session."""
+    if not _SLURM_PROBE:
+        from slurm.executors import slurm_unreachable
+
+        _SLURM_PROBE.append(slurm_unreachable())
+    return _SLURM_PROBE[0]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """With STN_REQUIRE_SLURM=1 (`make test-all`, CI) a missing cluster stops the run before
+    the first test, rather than failing the SLURM tests after the others took minutes."""
+    if os.environ.get("STN_REQUIRE_SLURM") != "1":
+        return
+    if any(item.get_closest_marker("slurm") for item in session.items):
+        why = _slurm_unreachable()
+        if why is not None:
+            pytest.exit(f"STN_REQUIRE_SLURM=1 but {why}", returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -109,11 +130,21 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     (`slurm/local_cluster.sh up` starts one); with STN_REQUIRE_SLURM=1, as in CI, they fail."""
     if item.get_closest_marker("slurm") is None:
         return
-    if not _SLURM_PROBE:
-        from slurm.executors import slurm_unreachable
-
-        _SLURM_PROBE.append(slurm_unreachable())
-    if _SLURM_PROBE[0] is not None:
+    why = _slurm_unreachable()
+    if why is not None:
         if os.environ.get("STN_REQUIRE_SLURM") == "1":
-            pytest.fail(f"STN_REQUIRE_SLURM=1 but {_SLURM_PROBE[0]}", pytrace=False)
-        pytest.skip(_SLURM_PROBE[0])
+            pytest.fail(f"STN_REQUIRE_SLURM=1 but {why}", pytrace=False)
+        pytest.skip(why)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Everything selected was left out by the default marks: say how to run it."""
+    if (
+        exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED
+        and terminalreporter.stats.get("deselected")
+        and config.option.markexpr == _DEFAULT_MARKS
+    ):
+        terminalreporter.write_line(
+            f"every test selected here is marked slow or slurm, which the default "
+            f"-m '{_DEFAULT_MARKS}' leaves out: add -m '' to run them (make test-all runs all)"
+        )

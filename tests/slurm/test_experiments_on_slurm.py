@@ -6,11 +6,16 @@ run the same jobs on the same CPU; one thread everywhere, as `launch.cpus_per_ta
 local jobs). The cluster's node has two CPUs, so everything starts at once when the first test
 runs (module fixture, background threads), longest first:
 
-- an STN run stopped by its 1-minute time limit (checkpointed and requeued by submitit);
+- an STN run stopped by its time limit (checkpointed and requeued by submitit);
 - an STN run requeued with `scontrol requeue` after its first checkpoint;
 - a random search whose driver is SIGKILLed after its first trial and started again;
-- the whole smoke experiment (every method), which also checks W&B's offline default;
+- the whole smoke experiment (every method of its definition), which also checks W&B's
+  offline default;
 - the in-process references, niced.
+
+How long each step takes depends on the machine's load, so every wait polls against one
+deadline for the module (tests/slurm/helpers.py), and what is asserted is what must hold
+however often a job was requeued: it resumed, repeated nothing, and gave the same result.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,27 +34,33 @@ from typing import Any
 
 import pytest
 
+from experiments.registry import get
+from tests.slurm.helpers import COMMAND_S, Deadline, set_time_limit, time_out_soon
+
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 EXP = "digits-mlp"
-METHODS = ("stn", "delta-stn", "fixed", "grid", "random", "bo", "tpe", "hyperband")
+# The sweep runs every method of the definition (its smoke variant keeps them all).
+METHODS = get(EXP).methods
+SEARCHES = tuple(m for m in METHODS if m not in get(EXP).stn_methods)  # those with a search.json
 # Two jobs at once on the 2-CPU node.
 SMALL = ("--set", "launch.cpus_per_task=1", "--set", "launch.mem_gb=1")
 # STN runs as the experiments define them: they save a checkpoint every epoch (17 steps) and
 # their jobs resume from it.
 REQUEUED = ("--methods", "stn", "--set", "task.epochs=300")
-# SLURM checks time limits every 30 s and sends the warning at the first check within
-# signal_delay_s + 30 s of the limit: with 15 s on 1 min, 15 to 45 s after the job starts (after
-# submitit set its USR2 handler, which takes a few seconds of imports: before, USR2 would kill
-# the job). The run must outlast 45 s on an idle machine: 1200 epochs of ~0.04-0.06 s.
+# The time-limited run: once its first checkpoint is on disk (submitit's USR2 handler is set),
+# its limit is lowered so that SLURM's next check (within 30 s) warns it (helpers.time_out_soon).
+# The run must outlast that on an idle machine: 1200 epochs of ~0.04-0.06 s (48-72 s); every
+# epoch more keeps one of the node's two CPUs longer from the other jobs.
 TIMED = ("--methods", "stn", "--set", "task.epochs=1200")
-# signal_delay_s first: each --set is checked on its own, and the default delay (90 s) is too
-# long for a 1-minute limit.
-TIME_LIMIT = ("--set", "launch.signal_delay_s=15", "--set", "launch.timeout_min=1")
+# 10 minutes or less: submitit then takes any USR2 for a time-out, not a preemption (it counts
+# these, at most 3, then gives up); a warning 90 s ahead, which time_out_soon needs (>= 75 s).
+TIMEOUT_MIN, SIGNAL_DELAY_S = 10, 90
+TIME_LIMIT = ("--set", f"launch.timeout_min={TIMEOUT_MIN}",
+              "--set", f"launch.signal_delay_s={SIGNAL_DELAY_S}")  # fmt: skip
 SEARCH = ("--methods", "random", "--set", "budget.parallel=1")  # one trial at a time
 CLOCK = {"wall_s", "elapsed", "seconds", "trial_seconds"}  # wall-clock fields differ per run
-WAIT_S = 900
 
 
 # --- processes -----------------------------------------------------------------------------
@@ -59,8 +69,9 @@ WAIT_S = 900
 class Cli:
     """`python -m experiments ARGS` in a subprocess, its output in files next to the stores."""
 
-    def __init__(self, root: Path, name: str, *args: str, nice: int = 0):
+    def __init__(self, root: Path, name: str, *args: str, deadline: Deadline, nice: int = 0):
         self.out, self.err = root / f"{name}.out", root / f"{name}.err"
+        self.deadline = deadline
         path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
         # One thread: what launch.cpus_per_task=1 gives local jobs; the SLURM jobs inherit it.
         env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
@@ -75,8 +86,14 @@ class Cli:
             )
 
     def wait(self) -> Cli:
-        self.proc.wait(timeout=WAIT_S)
+        self.proc.wait(timeout=self.deadline.left())
         return self
+
+    def gone(self) -> str | None:
+        """Why it cannot make anything happen any more (it exited), or None while it runs."""
+        if self.proc.poll() is None:
+            return None
+        return f"the command exited {self.proc.returncode}\n{self.stdout}\n{self.stderr[-3000:]}"
 
     @property
     def stdout(self) -> str:
@@ -99,16 +116,8 @@ def run_args(runs: Path, launcher: str, *extra: str) -> tuple[str, ...]:
 
 
 def wait_for(predicate: Callable[[], Any], what: str, cli: Cli) -> None:
-    """Poll until predicate() holds; fail if `cli` exits first or it takes WAIT_S."""
-    deadline = time.monotonic() + WAIT_S
-    while not predicate():
-        if cli.proc.poll() is not None and not predicate():
-            raise AssertionError(
-                f"{what}: the command exited {cli.proc.returncode}\n"
-                f"{cli.stdout}\n{cli.stderr[-3000:]}"
-            )
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+    """Poll until predicate() holds; fail if `cli` exits first, or at the module's deadline."""
+    cli.deadline.wait_for(predicate, what, cli.gone)
 
 
 def submitted(runs: Path) -> set[str]:
@@ -125,24 +134,31 @@ def read_json(path: Path) -> Any:
 # --- what runs in the background -----------------------------------------------------------
 
 
-def requeue_after_first_checkpoint(runs: Path, cli: Cli) -> str:
-    """`scontrol requeue` the STN run's job once its first checkpoint is on disk; its job id."""
+def first_checkpoint(runs: Path, cli: Cli) -> str:
+    """The STN run's job id, once its first checkpoint is on disk (the job runs its function,
+    so submitit's signal handlers are set)."""
     run = runs / EXP / "stn" / "seed0"
     wait_for(lambda: (run / "checkpoint.pt").exists(), "the first checkpoint", cli)
-    job = read_json(run / "spec.json")["slurm"]["SLURM_JOB_ID"]
-    subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
+    return read_json(run / "spec.json")["slurm"]["SLURM_JOB_ID"]
+
+
+def requeue_after_first_checkpoint(runs: Path, cli: Cli) -> str:
+    """`scontrol requeue` the STN run's job once its first checkpoint is on disk; its job id."""
+    job = first_checkpoint(runs, cli)
+    subprocess.run(["scontrol", "requeue", job], check=True, timeout=COMMAND_S)
     return job
 
 
-def extend_after_first_timeout(runs: Path, cli: Cli) -> str:
-    """Once submitit has requeued the job after its time limit, give it 10 minutes: submitit
-    requeues at most 3 times, and how far a 1-minute run gets depends on this machine's load.
-    Returns the job id."""
-    (job,) = submitted(runs)
+def time_limit_after_first_checkpoint(runs: Path, cli: Cli) -> str:
+    """Bring the STN run's time limit on once its first checkpoint is on disk, and set the limit
+    back once submitit handled the warning, before SLURM starts the requeued job (cred_expire
+    keeps it pending 10 s). Returns the job id."""
+    job = first_checkpoint(runs, cli)
+    time_out_soon(job, SIGNAL_DELAY_S)
     log = runs / EXP / ".submitit" / f"{job}_0_log.out"
-    requeued = f"Requeued job {job} ("
-    wait_for(lambda: log.exists() and requeued in log.read_text(), "the time limit", cli)
-    subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=10"], check=True, timeout=30)
+    warned = "this job is timed-out"
+    wait_for(lambda: warned in log.read_text(), "the time-limit warning", cli)
+    set_time_limit(job, TIMEOUT_MIN)
     return job
 
 
@@ -173,6 +189,7 @@ def kill_and_restart(root: Path, first: Cli, start: Callable[..., Cli]) -> Kille
 @dataclass
 class Lab:
     root: Path
+    deadline: Deadline
     sweep: Cli
     sweep_ref: Cli
     requeued: Cli
@@ -189,9 +206,10 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
     root = tmp_path_factory.mktemp("on_slurm")
     pool = ThreadPoolExecutor(3)
     procs: list[Cli] = []
+    deadline = Deadline()
 
     def start(name: str, *args: str, nice: int = 0) -> Cli:
-        cli = Cli(root, name, *args, nice=nice)
+        cli = Cli(root, name, *args, deadline=deadline, nice=nice)
         procs.append(cli)  # also from the search's thread: killed at the end if still running
         return cli
 
@@ -206,13 +224,13 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
         refs = {n: start(f"{n}_ref", *run_args(root / f"{n}_ref", "debug", *a), nice=10)
                 for n, a in (("timed", TIMED), ("requeued", REQUEUED), ("sweep", ()))}  # fmt: skip
         timed = slurm("timed", *TIMED, *TIME_LIMIT)
-        timed_job = pool.submit(extend_after_first_timeout, root / "timed", timed)
+        timed_job = pool.submit(time_limit_after_first_checkpoint, root / "timed", timed)
         requeued = slurm("requeued", *REQUEUED)
         requeued_job = pool.submit(requeue_after_first_checkpoint, root / "requeued", requeued)
         search = pool.submit(kill_and_restart, root, slurm("search", *SEARCH), start)
         sweep = start("sweep", *run_args(root / "sweep", "slurm", *SMALL))
-        yield Lab(root, sweep, refs["sweep"], requeued, refs["requeued"], requeued_job,
-                  timed, refs["timed"], timed_job, search)  # fmt: skip
+        yield Lab(root, deadline, sweep, refs["sweep"], requeued, refs["requeued"],
+                  requeued_job, timed, refs["timed"], timed_job, search)  # fmt: skip
     finally:
         for cli in procs:  # a failed test leaves nothing running
             if cli.proc.poll() is None:
@@ -220,7 +238,7 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
         names = ("timed", "requeued", "search", "sweep")
         jobs = set().union(*(submitted(root / n) for n in names))
         if jobs:
-            subprocess.run(["scancel", *sorted(jobs)], capture_output=True, timeout=30)
+            subprocess.run(["scancel", *sorted(jobs)], capture_output=True, timeout=COMMAND_S)
         pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -264,21 +282,25 @@ def job_id(spec: dict[str, Any]) -> str:
 def sacct_states(jobs: set[str]) -> dict[str, str]:
     out = subprocess.run(
         ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(sorted(jobs))],
-        capture_output=True, text=True, check=True, timeout=30,
+        capture_output=True, text=True, check=True, timeout=COMMAND_S,
     ).stdout  # fmt: skip
     return dict(line.split("|")[:2] for line in out.splitlines() if line.strip())
 
 
-def assert_completed(jobs: set[str]) -> None:
-    """SLURM's accounting says COMPLETED for every job (slurmdbd may lag a few seconds behind
-    the result files the driver reads)."""
-    deadline = time.monotonic() + 60
-    while True:
-        states = sacct_states(jobs)
-        if all(states.get(j) == "COMPLETED" for j in jobs):
-            return
-        assert time.monotonic() < deadline, {j: states.get(j) for j in sorted(jobs)}
-        time.sleep(1)
+def assert_completed(jobs: set[str], deadline: Deadline) -> None:
+    """SLURM's accounting says COMPLETED for every job (slurmdbd may lag behind the result
+    files the driver reads); a state that cannot change to COMPLETED fails at once."""
+    states: dict[str, str] = {}
+
+    def completed() -> bool:
+        states.update(sacct_states(jobs))
+        return all(states.get(j) == "COMPLETED" for j in jobs)
+
+    def ended_otherwise() -> str | None:
+        final = {j: s for j, s in states.items() if s in ("FAILED", "CANCELLED", "TIMEOUT")}
+        return f"jobs ended {final}" if final else None
+
+    deadline.wait_for(completed, "sacct to say COMPLETED", ended_otherwise, poll_s=1.0)
 
 
 def selection(search: dict[str, Any]) -> dict[str, Any]:
@@ -308,7 +330,7 @@ def test_every_method_through_slurm_matches_the_in_process_run(lab):
     lab.sweep_ref.check()
     folders = run_folders(sweep)
     assert folders == run_folders(ref)
-    assert {f.parts[0] for f in folders} == set(METHODS)
+    assert {f.parts[0] for f in folders} == set(METHODS)  # pbt included: it trains trials
     jobs = set()
     for rel in folders:
         got, want = sweep / EXP / rel, ref / EXP / rel
@@ -318,8 +340,8 @@ def test_every_method_through_slurm_matches_the_in_process_run(lab):
         if rel.name.startswith("trial"):  # the driver recorded the job it submitted
             recorded = read_json(got.parent / "jobs.json")[rel.name.removeprefix("trial")]
             assert recorded == job_id(read_json(got / "spec.json"))
-    assert_completed(jobs)
-    for method in METHODS[2:]:
+    assert_completed(jobs, lab.deadline)
+    for method in SEARCHES:
         got, want = (r / EXP / method / "seed0" / "search.json" for r in (sweep, ref))
         same(selection(read_json(got)), selection(read_json(want)), f"{method} search")
     table = lab.sweep.stdout
@@ -337,13 +359,12 @@ def test_slurm_runs_mirror_to_wandb_offline_and_print_the_sync_command(lab):
     for rel in folders:
         (offline,) = (sweep / EXP / rel / "wandb").glob("offline-run-*")
         # W&B's service process may still be flushing after the job's own process has ended
-        deadline = time.monotonic() + 60
-        while not any(f.stat().st_size > 0 for f in offline.glob("run-*.wandb")):
+        written = lambda: any(f.stat().st_size > 0 for f in offline.glob("run-*.wandb"))  # noqa: B023, E731
+        try:
+            lab.deadline.wait_for(written, f"W&B records in {offline}", poll_s=0.5)
+        except AssertionError as e:
             log = (offline / "logs" / "debug.log").read_text().splitlines()[-5:]
-            assert time.monotonic() < deadline, (
-                f"{offline} holds no W&B records after 60 s; its debug.log ends:\n" + "\n".join(log)
-            )
-            time.sleep(0.5)
+            raise AssertionError(f"{e}; its debug.log ends:\n" + "\n".join(log)) from None
     # The printed command finds exactly those folders.
     finder = re.fullmatch(r"wandb sync \$\((find .*)\)", m[2])
     assert finder, m[2]
@@ -358,7 +379,8 @@ def stn_run(name: str, cli: Cli, ref: Cli, job: Future) -> tuple[Path, Path, str
     """An STN run done on SLURM: its folder, its reference's, its job id and its job's logs."""
     cli.check()
     ref.check()
-    runs, ref_runs, job_id = cli.out.parent / name, ref.out.parent / f"{name}_ref", job.result()
+    runs, ref_runs = cli.out.parent / name, ref.out.parent / f"{name}_ref"
+    job_id = job.result(timeout=cli.deadline.left())
     run, ref_run = (r / EXP / "stn" / "seed0" for r in (runs, ref_runs))
     return run, ref_run, job_id, runs / EXP / ".submitit" / f"{job_id}_0_log"
 
@@ -376,38 +398,43 @@ def job_runs(log: Path) -> list[str]:
     return log.with_suffix(".out").read_text().split("Starting with JobEnvironment")[1:]
 
 
+def assert_resumed(run: Path, job: str, log: Path, runs: list[str], epochs: int) -> None:
+    """The job ran more than once, the last run finished, SLURM counted every restart, and no
+    run started over: epoch 1 was evaluated once (the runs after the first went on from a
+    checkpoint, taken every epoch before the epoch is evaluated), up to the last epoch."""
+    assert len(runs) >= 2 and "Job completed successfully" in runs[-1], runs
+    spec = read_json(run / "spec.json")["slurm"]
+    assert spec["SLURM_JOB_ID"] == job and spec["SLURM_RESTART_COUNT"] == str(len(runs) - 1)
+    logged = epochs_logged(log.with_suffix(".err"))
+    assert logged.count(1.0) == 1 and logged[-1] == epochs, logged
+
+
 def test_scontrol_requeued_stn_run_resumes_from_its_checkpoint(lab):
     run, ref, job, log = stn_run("requeued", lab.requeued, lab.requeued_ref, lab.requeued_job)
     same_run(run, ref)
-    spec = read_json(run / "spec.json")["slurm"]
-    assert spec["SLURM_JOB_ID"] == job and spec["SLURM_RESTART_COUNT"] == "1"
+    runs = job_runs(log)
     # Killed by the requeue without submitit's checkpoint call; run again and finished.
-    first, second = job_runs(log)
-    assert "Calling checkpoint method" not in first and "Job completed successfully" in second
-    # The second run resumed from the checkpoint: it did not evaluate epoch 1 again.
-    epochs = epochs_logged(log.with_suffix(".err"))
-    assert epochs.count(1.0) == 1 and epochs[-1] == 300, epochs
-    assert_completed({job})
+    assert "Calling checkpoint method" not in runs[0]
+    assert_resumed(run, job, log, runs, 300)
+    assert_completed({job}, lab.deadline)
 
 
 def test_time_limit_checkpoints_requeues_and_finishes(lab):
     run, ref, job, log = stn_run("timed", lab.timed, lab.timed_ref, lab.timed_job)
     same_run(run, ref)
-    first, second = job_runs(log)
-    # SLURM's warning before the limit: submitit called ResumableJob.checkpoint and requeued.
-    assert "this job is timed-out" in first and "Calling checkpoint method" in first
-    assert f"Requeued job {job} (2 remaining timeouts)" in first
-    assert "Job completed successfully" in second
-    assert read_json(run / "spec.json")["slurm"]["SLURM_RESTART_COUNT"] == "1"
-    assert_completed({job})
-    # The second run went on from the first's checkpoint (taken every epoch, before the epoch
-    # is evaluated): it did not evaluate epoch 1 again.
-    epochs = epochs_logged(log.with_suffix(".err"))
-    assert epochs.count(1.0) == 1 and epochs[-1] == 1200, epochs
+    runs = job_runs(log)
+    # SLURM's warning before the limit: submitit called ResumableJob.checkpoint and requeued,
+    # each time the limit came (once, unless a run was too slow for the limit set back).
+    assert f"Requeued job {job} (2 remaining timeouts)" in runs[0]
+    for ended in runs[:-1]:
+        assert "this job is timed-out" in ended and "Calling checkpoint method" in ended
+        assert f"Requeued job {job} (" in ended
+    assert_resumed(run, job, log, runs, 1200)
+    assert_completed({job}, lab.deadline)
 
 
 def test_killed_search_driver_continues_without_duplicates(lab):
-    k = lab.search.result(timeout=WAIT_S)
+    k = lab.search.result(timeout=lab.deadline.left())
     assert k.first.proc.returncode == -9
     seed_dir = lab.root / "search" / EXP / "random" / "seed0"
     trials = sorted(p.name for p in seed_dir.iterdir() if p.is_dir())
@@ -431,7 +458,7 @@ def test_killed_search_driver_continues_without_duplicates(lab):
 
 
 def test_status_shows_trials_best_and_slurm_jobs(lab):
-    k = lab.search.result(timeout=WAIT_S)
+    k = lab.search.result(timeout=lab.deadline.left())
     seed_dir = lab.root / "search" / EXP / "random" / "seed0"
     search, jobs = read_json(seed_dir / "search.json"), read_json(seed_dir / "jobs.json")
     # With the driver dead: the finished trial(s), the rest running or queued, the best so far.
@@ -443,7 +470,8 @@ def test_status_shows_trials_best_and_slurm_jobs(lab):
     assert any(abs(best_mid - v) < 5e-5 for v in vals) and best_mid >= min(vals) - 5e-5
     assert set(line.split()[-1].split(",")) <= set(jobs.values())
     # At the end: all done, the best trial, every trial's job.
-    end = Cli(lab.root, "status_end", "status", EXP, "--runs-dir", str(lab.root / "search"))
+    end = Cli(lab.root, "status_end", "status", EXP, "--runs-dir", str(lab.root / "search"),
+              deadline=lab.deadline)  # fmt: skip
     line = status_line(end.check(), "random")
     assert re.search(r"\b3(/3)? done, 0 running, 0 failed, finished", line), line
     assert line.split()[-2] == f"{search['best']['val_loss']:.4f}"
