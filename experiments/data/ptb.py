@@ -25,8 +25,10 @@ __all__ = [
     "Corpus",
     "batchify",
     "bptt_batches",
+    "bptt_window",
     "check_ptb",
     "load_corpus",
+    "n_windows",
     "read_text",
 ]
 
@@ -137,11 +139,18 @@ def bptt_batches(source: torch.Tensor, bptt: int) -> list[tuple[torch.Tensor, to
     y is x shifted one token ahead; L = bptt except for the last, shorter window. The windows
     are views, so this costs no copy.
     """
+    return [bptt_window(source, bptt, i) for i in range(n_windows(source, bptt))]
+
+
+def n_windows(source: torch.Tensor, bptt: int) -> int:
+    """How many windows `bptt_batches` cuts a batchified stream (T, B) into."""
     if bptt < 1:
         raise ValueError(f"bptt={bptt}: must be at least 1")
-    T = source.size(0)
-    out = []
-    for i in range(0, T - 1, bptt):
-        L = min(bptt, T - 1 - i)
-        out.append((source[i : i + L], source[i + 1 : i + 1 + L]))
-    return out
+    return -(-(source.size(0) - 1) // bptt)
+
+
+def bptt_window(source: torch.Tensor, bptt: int, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Window i of `bptt_batches(source, bptt)` alone (views), without cutting the others."""
+    start = i * bptt
+    L = min(bptt, source.size(0) - 1 - start)
+    return source[start : start + L], source[start + 1 : start + 1 + L]

@@ -52,8 +52,9 @@ EXPERIMENT = Experiment(
     launch=Launch(gpus_per_node=1, cpus_per_task=4, mem_gb=16, timeout_min=240),
     smoke={
         "task.width": 0.0625,
-        "task.data_limit": 64,
         "task.batch": 32,
+        "task.epoch_steps": 2,  # 64 of the 40k training images an epoch
+        "task.eval_batches": 1,  # 500 images of each evaluation
         "task.epochs": 1,
         "stn.warmup_epochs": 0,
         "seeds": (0,),

@@ -30,7 +30,9 @@ CAP, TRIALS, EPOCHS = 8000, 27, 300  # run cap (the authors' --epochs); trials; 
 # steps (their count of PTB's 332 windows an epoch, so epoch 0's evaluation comes after it)
 STN_LSTM = STNConfig(warmup_steps=331, hyper_lr=1e-2, tune_scales=False, sigma_init=1.0)
 
-# the smoke sizes of every PTB experiment: a tiny LSTM on a tiny corpus (pass task.data_dir)
+# the smoke sizes of every PTB experiment: a tiny LSTM (pass task.data_dir), and on the real
+# corpus (930k tokens: 23k windows of 4 x 10) 20 training windows an epoch and evaluations of
+# 5 windows, so that a run is seconds whatever the corpus
 SMOKE_PTB = {
     "task.emb": 16,
     "task.hidden": 16,
@@ -38,6 +40,8 @@ SMOKE_PTB = {
     "task.bptt": 10,
     "task.eval_batch": 2,
     "task.epochs": 1,
+    "task.epoch_steps": 20,
+    "task.eval_batches": 5,
     "stn.warmup_steps": 0,
     "seeds": (0,),
     "launch.gpus_per_node": 0,

@@ -7,9 +7,10 @@ in a random order per image, cutout), normalisation and input scaling (each imag
 drawn from (1/(1+s), 1+s)) act on whole batches on the device (stn.augment); input dropout is
 the network's first step. 40k / 10k / 10k images (the last 20% of the training set validates).
 A run ends by the authors' rules only (patience 75, or the LR below 1e-5 after x0.1 decays);
-`epochs` is a cap that does not bind. `width` scales every layer and `data_limit` cuts the
-splits, for smoke runs. docs/fidelity.md compares every setting with the paper and the
-authors' code.
+`epochs` is a cap that does not bind. For smoke runs, `width` scales every layer, `data_limit`
+cuts the splits, and `epoch_steps` / `eval_batches` cap the training steps of an epoch and the
+batches of an evaluation on the whole data. docs/fidelity.md compares every setting with the
+paper and the authors' code.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class Cifar10Task:
     eval_batch: int = 500  # evaluation batch size (memory only)
     epochs: float = 500.0  # cap of one run (the authors' --total_epochs, which never binds)
     max_steps: int | None = None  # or a budget in steps (the earlier end wins)
+    # smoke runs on full-size data: training steps per epoch (the first of each epoch's
+    # shuffled order) and batches of each validation / test evaluation (None: the whole split)
+    epoch_steps: int | None = None
+    eval_batches: int | None = None
     optimizer: str = "sgd"  # weights: SGD lr 0.01 momentum 0.9 (the paper's)
     lr: float = 0.01
     momentum: float = 0.9
@@ -146,8 +151,9 @@ class Cifar10Problem(ClassificationProblem):
     def __init__(self, cfg: Cifar10Task, splits, seed: int, device):
         make = lambda n_hyper: AlexNet(n_hyper, cfg.width)  # noqa: E731
         super().__init__(
-            cfg.space(), splits, make, seed, device, cfg.batch, cfg.eval_batch, n_classes=10
-        )
+            cfg.space(), splits, make, seed, device, cfg.batch, cfg.eval_batch, n_classes=10,
+            epoch_steps=cfg.epoch_steps, eval_batches=cfg.eval_batches,
+        )  # fmt: skip
         dev = self.device
         self.mean = torch.tensor(MEAN, device=dev).view(1, 3, 1, 1)
         self.std = torch.tensor(STD, device=dev).view(1, 3, 1, 1)

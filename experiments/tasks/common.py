@@ -9,6 +9,7 @@ augmentation draws, noise) uses the global RNG, which the loops save in their ch
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -59,6 +60,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     **dict.fromkeys(
         "hidden layers emb bptt batch eval_batch test_batch data_limit width".split(), _POSITIVE
     ),
+    **dict.fromkeys("epoch_steps eval_batches".split(), _POSITIVE),  # None: the whole split
     **dict.fromkeys("epochs max_steps lr grad_clip".split(), _POSITIVE),
     **dict.fromkeys(
         "split_seed decay_window patience min_lr noise_max ar_max tar_max diverge_after".split(),
@@ -163,6 +165,11 @@ class ClassificationProblem:
     (`inputs`), the training-only transform (`train_inputs`) and penalty (`penalty`).
     n_classes: the number of classes (default: the largest label + 1). `data_info` holds the
     split sizes and classes for the run record.
+    epoch_steps: training batches per epoch, the first of each epoch's shuffled order (so every
+    epoch trains on another random subset; None: the whole split); eval_batches: batches of
+    `eval_batch` examples each 'val' / 'test' evaluation reads, the split's first (None: all).
+    Both make a smoke run on full-size data small; the hyper steps' validation stream is not
+    cut (each hyper step reads one batch, so its cost follows the training steps).
     """
 
     metric_name = "accuracy"
@@ -177,6 +184,8 @@ class ClassificationProblem:
         batch: int,
         eval_batch: int = 1000,
         n_classes: int | None = None,
+        epoch_steps: int | None = None,
+        eval_batches: int | None = None,
     ):
         for name in ("train", "val", "test"):
             if name not in splits or len(splits[name][1]) == 0:
@@ -184,6 +193,7 @@ class ClassificationProblem:
         self.space, self.splits, self._make_model = space, splits, make_model
         self.seed, self.device = seed, torch.device(device)
         self.batch, self.eval_batch = batch, eval_batch
+        self.epoch_steps, self.eval_batches = epoch_steps, eval_batches
         if n_classes is None:
             n_classes = 1 + max(int(y.max()) for _, y in splits.values())
         self.n_classes = n_classes
@@ -207,13 +217,15 @@ class ClassificationProblem:
             yield x[idx], y[idx]
 
     def train_batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        return self._shuffled("train", epoch, TRAIN)
+        return itertools.islice(self._shuffled("train", epoch, TRAIN), self.steps_per_epoch())
 
     def val_batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         return self._shuffled("val", epoch, VAL)
 
     def steps_per_epoch(self) -> int:
-        return -(-len(self.splits["train"][1]) // self.batch)
+        """Batches of the whole training split, or `epoch_steps` when that is fewer."""
+        full = -(-len(self.splits["train"][1]) // self.batch)
+        return full if self.epoch_steps is None else min(full, self.epoch_steps)
 
     def batch_size(self, batch: tuple[Tensor, Tensor]) -> int:
         return int(batch[1].shape[0])
@@ -244,18 +256,22 @@ class ClassificationProblem:
         return F.cross_entropy(model(self.inputs(x), hb), y)
 
     def evaluate(self, model: nn.Module, hyper_fn: HyperFn, split: str) -> dict[str, float]:
-        """Mean cross-entropy and accuracy over a whole split, in eval mode."""
+        """Mean cross-entropy and accuracy over a whole split (its first `eval_batches`
+        batches when set), in eval mode."""
         if split not in ("val", "test"):
             raise ValueError(f"unknown split {split!r}; valid: val, test")
         x, y = self.splits[split]
+        n = len(y)  # examples read: all, or whole batches (every slice below ends by n)
+        if self.eval_batches is not None:
+            n = min(n, self.eval_batches * self.eval_batch)
         loss, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
         with eval_mode(model):
-            for i in range(0, len(y), self.eval_batch):
+            for i in range(0, n, self.eval_batch):
                 xb, yb = x[i : i + self.eval_batch], y[i : i + self.eval_batch]
                 logits = model(self.inputs(xb), hyper_fn(len(yb)))
                 loss += F.cross_entropy(logits, yb, reduction="sum")
                 correct += (logits.argmax(-1) == yb).sum()
-        return {"loss": float(loss) / len(y), "metric": float(correct) / len(y)}
+        return {"loss": float(loss) / n, "metric": float(correct) / n}
 
     def state_dict(self) -> dict[str, Any]:
         return {}

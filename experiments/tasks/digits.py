@@ -35,6 +35,10 @@ class DigitsTask:
     test_frac: float = 0.2  # fraction held out for testing
     epochs: float = 20.0  # training budget of one run (fixed loop and STN)
     max_steps: int | None = None  # or a budget in steps (the earlier end wins)
+    # smoke runs on full-size data: training steps per epoch (the first of each epoch's
+    # shuffled order) and batches of each validation / test evaluation (None: the whole split)
+    epoch_steps: int | None = None
+    eval_batches: int | None = None
     optimizer: str = "sgd"  # weights' optimiser: "sgd" | "adam"
     lr: float = 0.05  # weights' learning rate
     momentum: float = 0.9  # SGD momentum
@@ -95,7 +99,10 @@ class DigitsProblem(ClassificationProblem):
     def __init__(self, cfg: DigitsTask, splits, seed: int, device):
         n_in = splits["train"][0].shape[1]
         make = lambda n_hyper: DigitsMLP(n_in, cfg.hidden, cfg.layers, 10, n_hyper)  # noqa: E731
-        super().__init__(cfg.space(), splits, make, seed, device, cfg.batch, n_classes=10)
+        super().__init__(
+            cfg.space(), splits, make, seed, device, cfg.batch, n_classes=10,
+            epoch_steps=cfg.epoch_steps, eval_batches=cfg.eval_batches,
+        )  # fmt: skip
 
     def train_inputs(self, x: Tensor, hb: HyperBatch) -> Tensor:
         return input_noise(x, hb["input_noise"])

@@ -10,11 +10,14 @@ stay at `fixed` values (the authors' defaults: 0.05 for the dropouts, 0 for AR/T
 Batches are BPTT windows of fixed length over `batch` parallel streams; the hidden state is
 carried from one window to the next (detached) and saved with the checkpoint. Metric:
 perplexity; validation on `eval_batch` streams, test on `test_batch` (the authors: 10 and 1),
-each with the state carried through the whole split.
+each with the state carried through the whole split. For smoke runs on the full corpus,
+`epoch_steps` makes an epoch that many windows, each epoch going on where the last one stopped
+(around the corpus, the state carried on), and `eval_batches` evaluates a split's first windows.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -70,6 +73,10 @@ class PTBTask:
     val_penalties: bool = True  # the hyper steps' loss includes AR/TAR (the authors' code)
     epochs: float = 8000.0  # cap of one run (the authors' --epochs; runs end by the rules)
     max_steps: int | None = None
+    # smoke runs on the full corpus: training windows per epoch (each epoch the next ones) and
+    # windows of each validation / test evaluation (the split's first) (None: the whole split)
+    epoch_steps: int | None = None
+    eval_batches: int | None = None
     optimizer: str = "sgd"  # weights: SGD lr 30, gradient norm clipped to 0.25
     lr: float = 30.0
     momentum: float = 0.0
@@ -212,11 +219,17 @@ def _plain_weights(layer: nn.Module, h: Tensor | None) -> dict[str, Tensor]:
     }
 
 
-def _windows(source: Tensor, bptt: int) -> Iterator[tuple[Tensor, Tensor, int]]:
-    from experiments.data.ptb import bptt_batches
+def _windows(
+    source: Tensor, bptt: int, first: int = 0, count: int | None = None
+) -> Iterator[tuple[Tensor, Tensor, int]]:
+    """(x, y, index) of windows first, first + 1, ...: `count` of them, wrapping around the
+    stream's end (None: to the end). Each is cut when reached, not the whole list first."""
+    from experiments.data.ptb import bptt_window, n_windows
 
-    for i, (x, y) in enumerate(bptt_batches(source, bptt)):
-        yield x, y, i
+    n = n_windows(source, bptt)
+    for k in range(n - first if count is None else count):
+        i = (first + k) % n
+        yield (*bptt_window(source, bptt, i), i)
 
 
 def _detach(state: State) -> State:
@@ -233,7 +246,7 @@ class PTBProblem:
     metric_name = "perplexity"
 
     def __init__(self, cfg: PTBTask, corpus: Any, seed: int, device: str | torch.device):
-        from experiments.data.ptb import batchify
+        from experiments.data.ptb import batchify, n_windows
 
         self.cfg, self.seed, self.device = cfg, seed, torch.device(device)
         self.space, self.fixed = cfg.space(), cfg.fixed_values()
@@ -250,6 +263,7 @@ class PTBProblem:
             "tokens": {s: len(getattr(corpus, s)) for s in ("train", "valid", "test")},
             "oov": corpus.oov,
         }
+        self._n_train = n_windows(self.streams["train"], cfg.bptt)
         # stream -> {"i": window index, "in": state entering it, "out": state after it}
         self.carry: dict[str, dict[str, Any]] = {}
 
@@ -263,13 +277,18 @@ class PTBProblem:
         return LSTMLM(self.vocab, cfg.hidden, cfg.layers, n_hyper, self.fixed).to(self.device)
 
     def train_batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor, int]]:
-        return _windows(self.streams["train"], self.cfg.bptt)  # the same order every epoch
+        """The whole stream in order every epoch; with `epoch_steps`, epoch e's windows are
+        e * epoch_steps onwards (modulo the stream), a function of `epoch` alone (resumable)."""
+        n, steps = self._n_train, self.steps_per_epoch()
+        return _windows(self.streams["train"], self.cfg.bptt, epoch * steps % n, steps)
 
     def val_batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor, int]]:
         return _windows(self.streams["valstream"], self.cfg.bptt)
 
     def steps_per_epoch(self) -> int:
-        return -(-(self.streams["train"].shape[0] - 1) // self.cfg.bptt)
+        """Windows of the training stream, or `epoch_steps` when that is fewer."""
+        steps = self.cfg.epoch_steps
+        return self._n_train if steps is None else min(self._n_train, steps)
 
     def batch_size(self, batch: Any) -> int:
         return int(batch[0].shape[1])
@@ -305,8 +324,9 @@ class PTBProblem:
         return self._loss("valstream", model, batch, hb)
 
     def evaluate(self, model: nn.Module, hyper_fn: HyperFn, split: str) -> dict[str, float]:
-        """Mean per-token cross-entropy over a whole split from a zero state carried through
-        it (val: eval_batch streams, test: test_batch); ppl = exp(loss)."""
+        """Mean per-token cross-entropy over a whole split (its first `eval_batches` windows
+        when set) from a zero state carried through it (val: eval_batch streams, test:
+        test_batch); ppl = exp(loss)."""
         if split not in ("val", "test"):
             raise ValueError(f"unknown split {split!r}; valid: val, test")
         source = self.streams[split]
@@ -315,7 +335,8 @@ class PTBProblem:
             hb = hyper_fn(source.shape[1])
             h = hb.net_input
             same = h is None or bool((h == h[:1]).all())  # else: the per-example forward
-            for x, y, _ in _windows(source, self.cfg.bptt):
+            windows = _windows(source, self.cfg.bptt)
+            for x, y, _ in itertools.islice(windows, self.cfg.eval_batches):
                 if same:
                     logits, state = model.folded(x, hb, state)
                 else:
