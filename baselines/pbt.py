@@ -170,12 +170,16 @@ class PBT(Searcher):
         return self._halted or self._gen >= len(self.ends)
 
     def checkpoints_needed(self) -> set[int]:
-        """Only the latest generation's checkpoints (the next one continues from them) and the
-        parents of trials still pending; none once the plan is done. On PTB a checkpoint is
-        ~50 MB and a plan hundreds of trials: the rest are deleted as generations finish."""
+        """Each member's latest checkpoint, the top trials that members not yet asked in this
+        generation will copy (their owners may have moved on already), and the parents of
+        trials still pending; none once the plan is done. On PTB a checkpoint is ~50 MB and a
+        plan hundreds of trials: the rest are deleted as generations finish."""
         pending = {self.trials[t].suggestion.resume_from for t in self.pending}
-        latest = set() if self._finished() else {trials[-1] for trials in self.members if trials}
-        return (latest | pending) - {None}
+        if self._finished():
+            return pending - {None}
+        latest = {trials[-1] for trials in self.members if trials}
+        copied = {t for _, top in self._plan[self._asked :] for t in top}
+        return (latest | copied | pending) - {None}
 
     def _describe(self) -> dict[str, Any]:
         plan = {

@@ -177,3 +177,25 @@ def test_the_epoch_budget_ends_it_mid_plan():
     for _ in range(2):
         tell_all(pbt, generation(pbt), [0.2, 0.1])
     assert pbt.done and pbt.spent["epochs"] == 4.0
+
+
+@pytest.mark.parametrize("in_flight", [1, 2, 3])
+def test_every_parent_checkpoint_is_kept_until_its_child_is_asked(in_flight):
+    """Driven as the driver drives it (at most `in_flight` trials asked and not told, a
+    checkpoint deleted as soon as checkpoints_needed() leaves it out): a trial is never asked
+    to continue a checkpoint already deleted, even when a bottom member copies a top member
+    that has already moved on to the next generation."""
+    pbt = PBT(SPACE, 3, population=6, epochs=10, interval=1, fraction=0.34)
+    rng = np.random.default_rng(0)
+    told, deleted, queue = set(), set(), []
+    while not pbt.done:
+        while len(queue) < in_flight and (s := pbt.ask()) is not None:
+            assert s.resume_from is None or s.resume_from not in deleted, s
+            queue.append(s)
+        if not queue:
+            break
+        s = queue.pop(0)
+        pbt.tell(s.id, float(rng.random()), epochs=1.0)
+        told.add(s.id)
+        deleted |= told - pbt.checkpoints_needed()
+    assert len(pbt.trials) == 60 and any(s.suggestion.resume_from for s in pbt.trials.values())
