@@ -44,7 +44,7 @@ from typing import Any
 
 import cloudpickle
 
-__all__ = ["PoolJob", "WarmPool", "WorkerDied", "available_cores", "job_threads"]
+__all__ = ["PoolJob", "WarmPool", "WorkerDied", "available_cores", "job_threads", "worker_devices"]
 
 _QUEUED, _RUNNING, _DONE = "queued", "running", "done"
 
@@ -67,6 +67,17 @@ def job_threads(cpus_per_task: int, parallel: int, cores: int | None = None) -> 
     every step slower (a PTB STN step: 20 s with 4 threads on 2 cores, 0.6 s with 1)."""
     cores = available_cores() if cores is None else cores
     return max(1, min(int(cpus_per_task), cores // max(1, int(parallel))))
+
+
+def worker_devices(slot: int, gpus: int, visible: str | None = None) -> list[str]:
+    """The CUDA devices of worker `slot` with `gpus` each: its group of the devices this process
+    sees (CUDA_VISIBLE_DEVICES, when set, names them; else 0, 1, ...), wrapping around when
+    there are fewer than the workers need."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+    names = [d.strip() for d in visible.split(",") if d.strip()] if visible else []
+    if not names:
+        return [str(slot * gpus + g) for g in range(gpus)]
+    return [names[(slot * gpus + g) % len(names)] for g in range(gpus)]
 
 
 def _worker(conn: Connection, threads: int, env: dict[str, str]) -> None:
@@ -247,10 +258,8 @@ class WarmPool:
 
     def _start(self, slot: int) -> _Worker:
         env = {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
-        if self.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(
-                str(slot * self.gpus + g) for g in range(self.gpus)
-            )
+        if self.gpus:  # slot i: the i-th group of this process's visible devices
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(worker_devices(slot, self.gpus))
         self.started += 1
         return _Worker(self._ctx, self.threads, env)
 
@@ -297,10 +306,6 @@ class WarmPool:
 
     def __exit__(self, *exc: Any) -> None:
         self.shutdown()
-
-    @property
-    def workers(self) -> int:
-        return len(self._slots)
 
     def pids(self) -> Sequence[int]:
         """The live workers' process ids (tests kill one)."""

@@ -12,7 +12,7 @@ import pytest
 
 from slurm import submit_calls
 from slurm.executors import Launch, local_threads
-from slurm.pool import WarmPool, WorkerDied, job_threads
+from slurm.pool import WarmPool, WorkerDied, job_threads, worker_devices
 
 
 def whoami(tag: str) -> tuple[str, int, int, str | None]:
@@ -41,7 +41,7 @@ def until(predicate, what: str, timeout: float = 300.0) -> None:
 
 
 def test_jobs_reuse_warm_workers_with_their_threads_and_logs(tmp_path):
-    with WarmPool(tmp_path, workers=2, threads=1) as pool:
+    with WarmPool(tmp_path, workers=2, threads=2) as pool:  # torch's default differs by machine
         calls = [(whoami, (f"t{i}",)) for i in range(6)]
         jobs = submit_calls(pool, calls, max_array_size=1)
         results = [job.result() for job in jobs]
@@ -49,7 +49,7 @@ def test_jobs_reuse_warm_workers_with_their_threads_and_logs(tmp_path):
         pids = {r[1] for r in results}
         assert len(pids) <= 2 and os.getpid() not in pids  # six jobs, two processes
         assert pool.started == len(pids)
-        assert {(r[2], r[3]) for r in results} == {(1, "1")}
+        assert {(r[2], r[3]) for r in results} == {(2, "2")}
         assert "job t3 says hello" in Path(jobs[3].paths.stdout).read_text()
 
 
@@ -117,3 +117,9 @@ def test_a_thread_count_the_user_set_is_kept(monkeypatch):
     assert local_threads(Launch(cpus_per_task=1), parallel=8) == 3
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert local_threads(Launch(cpus_per_task=1), parallel=8) == 1
+
+
+def test_workers_split_the_devices_this_process_sees():
+    assert [worker_devices(i, 1, "") for i in range(2)] == [["0"], ["1"]]
+    assert [worker_devices(i, 2, "4,5,6,7") for i in range(2)] == [["4", "5"], ["6", "7"]]
+    assert worker_devices(1, 1, "3") == ["3"]  # fewer devices than workers: shared
