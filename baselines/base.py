@@ -122,7 +122,7 @@ class Searcher:
     proposals never depend on results (a driver may submit them all at once, e.g. as one job
     array), `asks_in_generations = True` if proposals come in generations, each depending on
     the earlier ones only (ask returns None until a generation is told: a driver may submit
-    each generation as one job array). `_check_int` and
+    each generation as one job array). `_check_int`, `_check_number` and
     `_check_choice` validate a subclass's own options.
     """
 
@@ -160,6 +160,15 @@ class Searcher:
     def _check_int(self, key: str, value: Any, low: int) -> None:
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
             raise SearcherError(f"{self.name}: {key} must be an integer >= {low}, got {value!r}")
+
+    def _check_number(self, key: str, value: Any, low: float, high: float,
+                      low_ok: bool = True) -> None:  # fmt: skip
+        ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value) and (value >= low if low_ok else value > low)
+        if not (ok and value <= high):
+            lo = f"{'>=' if low_ok else '>'} {low}"
+            hi = "" if math.isinf(high) else f" and <= {high}"
+            raise SearcherError(f"{self.name}: {key} must be a number {lo}{hi}, got {value!r}")
 
     def _check_choice(self, key: str, value: Any, choices: Sequence[str]) -> None:
         if value not in choices:

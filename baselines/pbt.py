@@ -43,7 +43,7 @@ import numpy as np
 
 from stn.space import HParam, Space
 
-from .base import Searcher, SearcherError, Suggestion, Trial, random_params, require_bounded
+from .base import Searcher, Suggestion, Trial, random_params, require_bounded
 
 __all__ = ["PBT", "perturb"]
 
@@ -99,15 +99,6 @@ class PBT(Searcher):
         # copies one of instead, if any); gen 0: nothing to continue (params from `start`)
         self._plan: list[tuple[int | None, list[int]]] = [(None, [])] * o.population
         self._gen, self._asked, self._halted = 0, 0, False
-
-    def _check_number(self, key: str, value: Any, low: float, high: float,
-                      low_ok: bool = True) -> None:  # fmt: skip
-        ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
-        ok = ok and math.isfinite(value) and (value >= low if low_ok else value > low)
-        if not (ok and value <= high):
-            lo = f"{'>=' if low_ok else '>'} {low}"
-            hi = "" if math.isinf(high) else f" and <= {high}"
-            raise SearcherError(f"{self.name}: {key} must be a number {lo}{hi}, got {value!r}")
 
     # --- ask / tell ---
     def _ask(self, trial_id: int) -> Suggestion | None:

@@ -31,7 +31,7 @@ from scipy.special import log_ndtr, logsumexp, ndtr, ndtri
 
 from stn.space import Space
 
-from .base import Searcher, SearcherError, Suggestion, Trial, random_params, require_bounded
+from .base import Searcher, Suggestion, Trial, random_params, require_bounded
 from .design import sobol_design
 
 __all__ = ["TPE", "ParzenEstimator"]
@@ -58,10 +58,8 @@ class TPE(Searcher):
         o = self.options
         for key, low in (("n_initial", 0), ("candidates", 1), ("max_good", 1)):
             self._check_int(key, getattr(o, key), low)
-        if not (isinstance(o.gamma, (int, float)) and 0 < o.gamma <= 1):
-            raise SearcherError(f"tpe: gamma must be in (0, 1], got {o.gamma!r}")
-        if not (isinstance(o.prior_weight, (int, float)) and o.prior_weight > 0):
-            raise SearcherError(f"tpe: prior_weight must be > 0, got {o.prior_weight!r}")
+        self._check_number("gamma", o.gamma, 0, 1, low_ok=False)
+        self._check_number("prior_weight", o.prior_weight, 0, math.inf, low_ok=False)
         require_bounded(space)
         # cells per dimension in the unit cube: 0 for continuous, else the number of integers
         self.cells = np.array([int(p.high - p.low) + 1 if p.integer else 0 for p in space])

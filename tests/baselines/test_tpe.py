@@ -121,7 +121,10 @@ def test_failures_are_bad_and_never_good():
 
 @pytest.mark.parametrize(
     "options, match",
-    [({"gamma": 0.0}, "gamma must be in"), ({"prior_weight": -1.0}, "prior_weight must be > 0"),
+    [({"gamma": 0.0}, r"gamma must be a number > 0 and <= 1, got 0.0"),
+     ({"gamma": True}, r"gamma must be a number > 0 and <= 1, got True"),
+     ({"prior_weight": -1.0}, r"prior_weight must be a number > 0, got -1.0"),
+     ({"prior_weight": math.inf}, r"prior_weight must be a number > 0, got inf"),
      ({"candidates": 0}, "candidates must be an integer >= 1")],
 )  # fmt: skip
 def test_bad_options(options, match):
