@@ -77,7 +77,8 @@ def test_a_killed_worker_fails_only_its_job_and_is_replaced(tmp_path):
         assert not other.done()  # the other worker's job runs on
         release.touch()
         assert other.result() == "released"
-        assert pool.submit(whoami, "next").result()[1] not in pids[:1]  # a fresh worker
+        assert pool.submit(whoami, "next").result()[1] not in pids  # a fresh worker ...
+        assert pool.started == 3  # ... in the dead one's place
 
 
 def test_cancel_stops_a_running_job_and_drops_a_queued_one(tmp_path):
