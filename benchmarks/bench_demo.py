@@ -116,7 +116,8 @@ def run(quick: bool = False, methods: Any = None) -> dict[str, Any]:
     out["same_results"] = out["fresh"]["val_loss"] == out["pool"]["val_loss"]
     out["wall_ratio"] = out["fresh"]["wall_s"] / out["pool"]["wall_s"]
     out["cpu_ratio"] = out["fresh"]["cpu_s"] / out["pool"]["cpu_s"]
-    out["within_target"] = quick or methods is not None or out["pool"]["wall_s"] <= TARGET_S
+    judged = not quick and methods is None  # the target is the whole demo's
+    out["within_target"] = out["pool"]["wall_s"] <= TARGET_S if judged else None
     return out
 
 
@@ -135,12 +136,11 @@ def render(r: dict[str, Any]) -> list[str]:
         m = r[mode]
         lines.append(f"| {label} | {f(m['wall_s'])} | {f(m['cpu_s'])} | {m['processes']} | "
                      f"{m['startup_share']:.0%} |")  # fmt: skip
+    met = r.get("within_target")
     target = (
         ""
-        if r.get("quick")
-        else (
-            f"; target <= {f(r['target_s'])} s wall: {'met' if r['within_target'] else 'NOT met'}"
-        )
+        if met is None
+        else (f"; target <= {f(r['target_s'])} s wall: {'met' if met else 'NOT met'}")
     )
     same = "yes" if r["same_results"] else "NO"
     lines += ["", f"Before / after: wall {r['wall_ratio']:.2f}x, CPU {r['cpu_ratio']:.2f}x; "

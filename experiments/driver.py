@@ -167,9 +167,8 @@ class Search:
         parent = None if s.resume_from is None else self.dir.trial(s.resume_from).path
         cls = type(self.searcher)
         kwargs = {"epochs": s.budget, "resume_from": parent, "wandb": self.wandb,
-                  "keep_checkpoint": cls.resumes_from_parent}  # fmt: skip
-        if cls.scores_own_segment:  # only then: objectives that predate it need not take it
-            kwargs["own_best"] = True
+                  "keep_checkpoint": cls.resumes_from_parent,
+                  "own_best": cls.scores_own_segment}  # fmt: skip
         return trial_job, args, kwargs
 
     def poll(self) -> int:

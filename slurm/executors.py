@@ -183,8 +183,9 @@ def submit_calls(
 
     Each array has its own parallelism limit (`array_parallelism`, on SLURM: at most that many
     of its tasks run at once; None keeps the executor's), so with several chunks up to
-    chunks x array_parallelism tasks may run at once. The local executor has no such limit:
-    it starts every task at once."""
+    chunks x array_parallelism tasks may run at once. submitit's local executor has no such
+    limit: it starts every task at once (the experiments' local launcher, slurm.pool.WarmPool,
+    runs as many as it has workers)."""
     _check_int("max_array_size", max_array_size, 1)
     if array_parallelism is not None and getattr(executor, "cluster", None) == "slurm":
         executor.update_parameters(slurm_array_parallelism=int(array_parallelism))

@@ -174,6 +174,7 @@ def test_demo_bench_runs_both_launch_ways_to_the_same_results():
 
     r = bench_demo.run(quick=True, methods=("stn", "random"))
     assert r["same_results"] and set(r["pool"]["val_loss"]) == {"stn/0", "random/0"}
+    assert r["within_target"] is None  # judged on the whole demo only
     assert r["fresh"]["processes"] == 2 and r["pool"]["processes"] <= 2  # jobs; workers
     assert 0 < r["pool"]["startup_share"] <= 1 and r["import_cpu_s"] > 0
     text = "\n".join(bench_demo.render(r))

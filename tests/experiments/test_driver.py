@@ -38,7 +38,7 @@ class Toy:
         self.calls, self.interrupt_at, self.sleep = 0, interrupt_at, sleep
 
     def __call__(self, exp, method, seed, params, run_dir, *, epochs=None, resume_from=None,
-                 keep_checkpoint=False, wandb="off", device="cpu"):  # fmt: skip
+                 keep_checkpoint=False, own_best=False, wandb="off", device="cpu"):  # fmt: skip
         run = RunDir(run_dir)
         self.calls += 1  # counted first: a finished trial must not be submitted again
         if run.done:
