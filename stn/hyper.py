@@ -86,21 +86,6 @@ def unconstrain(space: Space, values: Mapping[str, float]) -> Tensor:
     return torch.tensor(out, dtype=torch.float32)
 
 
-# id(space) -> (space, {name: column}): HyperBatch[name] runs several times in every step, and
-# Space.index walks the names each time
-_COLUMNS: dict[int, tuple[Space, dict[str, int]]] = {}
-
-
-def _column(space: Space, name: str) -> int:
-    entry = _COLUMNS.get(id(space))
-    if entry is None or entry[0] is not space:
-        if len(_COLUMNS) >= 64:  # many short-lived spaces (tests, searches): start again
-            _COLUMNS.clear()
-        entry = _COLUMNS[id(space)] = (space, {p.name: i for i, p in enumerate(space)})
-    i = entry[1].get(name)
-    return space.index(name) if i is None else i  # an unknown name: the space's own error
-
-
 class HyperBatch:
     """The hyperparameters of one batch.
 
@@ -112,7 +97,7 @@ class HyperBatch:
         self.space, self.values, self.net_input = space, values, net_input
 
     def __getitem__(self, name: str) -> Tensor:
-        return self.values[:, _column(self.space, name)]  # (B,)
+        return self.values[:, self.space.index(name)]  # (B,)
 
     def __len__(self) -> int:
         return self.values.shape[0]

@@ -143,6 +143,8 @@ class Space:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise SpaceError(f"duplicate hyperparameter names: {', '.join(dup)}")
+        # name -> column: looked up several times in every training step (HyperBatch[name])
+        object.__setattr__(self, "_columns", {n: i for i, n in enumerate(names)})
 
     @classmethod
     def of(cls, *params: HParam) -> Space:
@@ -155,20 +157,20 @@ class Space:
         return iter(self.params)
 
     def __contains__(self, name: object) -> bool:
-        return any(p.name == name for p in self.params)
+        return isinstance(name, str) and name in self._columns
 
     def __getitem__(self, name: str) -> HParam:
-        for p in self.params:
-            if p.name == name:
-                return p
-        raise SpaceError(f"unknown hyperparameter {name!r}; valid: {', '.join(self.names)}")
+        return self.params[self.index(name)]
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.params)
 
     def index(self, name: str) -> int:
-        return self.names.index(self[name].name)
+        i = self._columns.get(name) if isinstance(name, str) else None
+        if i is None:
+            raise SpaceError(f"unknown hyperparameter {name!r}; valid: {', '.join(self.names)}")
+        return i
 
     def subset(self, names: Iterable[str]) -> Space:
         return Space(tuple(self[n] for n in names))
