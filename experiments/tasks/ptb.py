@@ -181,23 +181,30 @@ class LSTMLM(nn.Module):
         out = locked_dropout(raw, self.rate(hb, "output_dropout")) if train else raw
         return self.decoder(out), state, raw, out  # logits (T, B, V)
 
-    def folded(self, tokens: Tensor, hb: HyperBatch, state: State | None = None):
-        """`forward` in eval mode when every example has the same hypernet input (evaluation):
-        each STN LSTM layer is then a plain LSTM with weights W + s_w * U and biases
-        b + s_b * c, run by PyTorch's fused kernel (cuDNN), here batch 1 costs as much per
-        token as a batch of 40 would in the hand-written recurrence. Returns (logits, state)."""
+    def fold(self, hb: HyperBatch) -> list[dict[str, Tensor]]:
+        """Each STN LSTM layer's weights as a plain LSTM's, W + s_w * U and b + s_b * c, at
+        the hypernet input every example of `hb` shares: computed once per evaluation."""
         h = hb.net_input
-        x = self.embedding(tokens, h)
         h_row = None if h is None else h[:1]  # (1, n_hyper): every row is the same
+        return [_plain_weights(layer, h_row) for layer in self.lstm.layers]
+
+    def folded(self, tokens: Tensor, hb: HyperBatch, state: State | None = None,
+               weights: list[dict[str, Tensor]] | None = None):  # fmt: skip
+        """`forward` in eval mode when every example has the same hypernet input (evaluation):
+        each STN LSTM layer is then a plain LSTM with the weights of `fold(hb)` (pass them
+        when running many windows), run by PyTorch's fused kernel (cuDNN), here batch 1 costs
+        as much per token as a batch of 40 would in the hand-written recurrence. Returns
+        (logits, state)."""
+        weights = self.fold(hb) if weights is None else weights
+        x = self.embedding(tokens, hb.net_input)
         B, L = tokens.shape[1], len(self.lstm.layers)
         if state is None:
             zeros = x.new_zeros(L, B, self.lstm.hidden_size)
             state = (zeros, zeros)
         hs, cs = [], []
         for k, layer in enumerate(self.lstm.layers):
-            weights = _plain_weights(layer, h_row)
             x, (hk, ck) = functional_call(
-                layer.rnn, weights, (x, (state[0][k : k + 1], state[1][k : k + 1]))
+                layer.rnn, weights[k], (x, (state[0][k : k + 1], state[1][k : k + 1]))
             )
             hs.append(hk[0])
             cs.append(ck[0])
@@ -335,10 +342,11 @@ class PTBProblem:
             hb = hyper_fn(source.shape[1])
             h = hb.net_input
             same = h is None or bool((h == h[:1]).all())  # else: the per-example forward
+            weights = model.fold(hb) if same else None
             windows = _windows(source, self.cfg.bptt)
             for x, y, _ in itertools.islice(windows, self.cfg.eval_batches):
                 if same:
-                    logits, state = model.folded(x, hb, state)
+                    logits, state = model.folded(x, hb, state, weights)
                 else:
                     logits, state, _, _ = model(x, hb, state)
                 total += F.cross_entropy(
