@@ -209,9 +209,7 @@ def schedule_rows(runs: pd.DataFrame) -> pd.DataFrame:
         recs = [{"trial": int(r["trial"]), "epochs": r["epochs"],
                  "resume_from": None if pd.isna(r["resume_from"]) else int(r["resume_from"]),
                  "params": {c: r[c] for c in hp}} for _, r in g.iterrows()]  # fmt: skip
-        by_id = {r["trial"]: r for r in recs}
-        if not any(r["resume_from"] in by_id and r["params"] != by_id[r["resume_from"]]["params"]
-                   for r in recs):  # fmt: skip
+        if not _follows_schedules(method, recs):
             continue
         chosen = g[(g["selected"] == True) & (g["status"] == "ok")]  # noqa: E712
         if chosen.empty:
@@ -223,6 +221,19 @@ def schedule_rows(runs: pd.DataFrame) -> pd.DataFrame:
     if not out:
         return pd.DataFrame(columns=[*KEYS, "epoch", *hp])
     return pd.DataFrame(out).dropna(subset=["epoch"]).reset_index(drop=True)
+
+
+def _follows_schedules(method: str, recs: list[dict[str, Any]]) -> bool:
+    """Whether a search's trials follow schedules: its searcher's capability (trials scored on
+    their own segment continue parents with hyperparameters of their own, PBT), or for a
+    searcher this checkout does not know, whether a trial continued a parent with others."""
+    from baselines import SEARCHERS
+
+    if method in SEARCHERS:
+        return SEARCHERS[method].scores_own_segment
+    by_id = {r["trial"]: r for r in recs}
+    return any(r["resume_from"] in by_id and r["params"] != by_id[r["resume_from"]]["params"]
+               for r in recs)  # fmt: skip
 
 
 def experiment_spec(spec: Mapping[str, Any]) -> dict[str, Any]:

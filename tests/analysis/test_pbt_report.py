@@ -61,3 +61,18 @@ def test_the_schedules_figure_draws_pbt_beside_the_replay(pbt_store, tmp_path, m
     trained = {r["hparams.dropout1"] for r in replay if r["kind"] == "train"}
     (ys,) = [y for x, y in lines if len(x) == sum(r["kind"] == "train" for r in replay)]
     assert set(ys) == trained
+
+
+def test_a_pbt_search_whose_members_never_changed_hyperparameters_still_has_its_schedule():
+    """Decided by the searcher's capability, not by whether a copy happened to explore: PBT
+    rows whose children kept their parents' values are drawn; Hyperband's promotions are not."""
+    import pandas as pd
+
+    def trials(method):
+        return [{"method": method, "seed": 0, "trial": float(t), "status": "ok",
+                 "epochs": float(t + 1), "resume_from": float(t - 1) if t else np.nan,
+                 "selected": t == 1, "hparams.dropout1": 0.3} for t in (0, 1)]  # fmt: skip
+
+    rows = schedule_rows(pd.DataFrame(trials("pbt") + trials("hyperband")))
+    assert set(rows["method"]) == {"pbt"} and list(rows["epoch"]) == [0.0, 1.0, 1.0, 2.0]
+    assert list(rows["hparams.dropout1"]) == [0.3] * 4
