@@ -290,18 +290,8 @@ class _Run:
     def evaluate(self, schedule: bool) -> None:
         """Full 'val' and 'test' passes; the best record; the plateau and divergence rules,
         which may end the run."""
-        self.model.eval()
-        with torch.no_grad():
-            hyper_fn = lambda b: self.hyper.batch(b, perturb=False)  # noqa: E731
-            val = self.problem.evaluate(self.model, hyper_fn, "val")
-            test = self.problem.evaluate(self.model, hyper_fn, "test")
+        rec = self.measure()
         self.last_eval_step = self.step
-        rec = {
-            "val_loss": float(val["loss"]),
-            "val_metric": float(val["metric"]),
-            "test_loss": float(test["loss"]),
-            "test_metric": float(test["metric"]),
-        }
         lr = self.opts["weights" if "weights" in self.opts else "ordinary"].param_groups[0]["lr"]
         self._log({"kind": "eval", **rec, "lr": lr})
         why = self.divergence.evaluation(rec["val_loss"], self.step)
@@ -330,20 +320,29 @@ class _Run:
         if schedule and not warm and self.plateau.step(rec["val_loss"], weight_opts):
             self.end("ok", self.plateau.reason)
 
+    def measure(self) -> dict[str, float]:
+        """Full 'val' and 'test' passes of the model at the current hyperparameters, in eval
+        mode: {val,test}_{loss,metric}."""
+        self.model.eval()
+        hyper_fn = lambda b: self.hyper.batch(b, perturb=False)  # noqa: E731
+        rec = {}
+        with torch.no_grad():
+            for split in ("val", "test"):
+                out = self.problem.evaluate(self.model, hyper_fn, split)
+                rec |= {
+                    f"{split}_loss": float(out["loss"]),
+                    f"{split}_metric": float(out["metric"]),
+                }
+        return rec
+
     def best_at_last(self) -> dict[str, Any]:
         """The best weights evaluated at the final hyperparameters (final_hparams="last");
         the model is left as it was."""
         now = _clone(self.model.state_dict())
         self.model.load_state_dict(self.best["model"])
-        self.model.eval()
-        with torch.no_grad():
-            hyper_fn = lambda b: self.hyper.batch(b, perturb=False)  # noqa: E731
-            val = self.problem.evaluate(self.model, hyper_fn, "val")
-            test = self.problem.evaluate(self.model, hyper_fn, "test")
+        rec = self.measure()
         self.model.load_state_dict(now)
-        return {"val_loss": float(val["loss"]), "val_metric": float(val["metric"]),
-                "test_loss": float(test["loss"]), "test_metric": float(test["metric"]),
-                "hparams": self.hyper.current()}  # fmt: skip
+        return {**rec, "hparams": self.hyper.current()}
 
     def end(self, status: str, reason: str | None) -> None:
         """The run's verdict, unless it already has one."""
