@@ -43,7 +43,7 @@ from stn.space import Space
 
 from .base import Searcher, Suggestion, random_params, require_bounded
 from .design import sobol_design
-from .gp import GP, GPError, fit_kernel, log_expected_improvement, warp_outputs
+from .gp import GP, GPError, fit_kernel, log_expected_improvement, standardise_outputs, warp_outputs
 
 __all__ = ["BayesOpt", "unsupported_faces"]
 
@@ -107,8 +107,7 @@ class BayesOpt(Searcher):
     def model(self, x: Tensor, y: Tensor, gen: torch.Generator | None = None) -> GP:
         """The GP of observations x (n, d), y (n,), warped and standardised, with the pending
         trials told their believed (or lied) values; its outputs are in those units."""
-        ys = warp_outputs(y)[0] if self.options.warp else (y - y.mean()) / y.std(correction=0)
-        ys = torch.nan_to_num(ys)  # all losses equal: zeros
+        ys = warp_outputs(y)[0] if self.options.warp else standardise_outputs(y)[0]
         kernel = fit_kernel(x, ys, self.options.restarts, gen)
         gp = GP(x, ys, kernel, standardise=False)
         if not self.pending:
@@ -132,14 +131,14 @@ class BayesOpt(Searcher):
         noise = torch.randn(o.candidates // 8, d, generator=gen, dtype=torch.float64)
         local = _reflect(gp.x[gp.ys.argmin()] + 0.05 * noise)  # EI often peaks near the best
         cand = torch.cat([sobol.draw(o.candidates, dtype=torch.float64), local])
-        for round_ in range(o.face_rounds + 1):
+        for _ in range(o.face_rounds):
             u = _maximise_ei(gp, best, cand, o.refine)
-            if round_ == o.face_rounds or not unsupported_faces(gp, u):
+            if not unsupported_faces(gp, u):
                 return u
             with torch.no_grad():
                 mean, var = gp.posterior(u[None])
             gp = gp.with_observations(u[None], mean + var.sqrt())
-        return u
+        return _maximise_ei(gp, best, cand, o.refine)
 
 
 def unsupported_faces(gp: GP, u: Tensor, step: float = 0.01) -> list[int]:

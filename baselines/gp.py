@@ -37,6 +37,7 @@ __all__ = [
     "matern52",
     "robust_cholesky",
     "sq_diffs",
+    "standardise_outputs",
     "warp_outputs",
 ]
 
@@ -95,7 +96,8 @@ def robust_cholesky(K: Tensor) -> Tensor:
     raise GPError(f"kernel matrix not positive definite even with jitter {JITTERS[-1]:g}")
 
 
-def _standardise(y: Tensor) -> tuple[Tensor, float, float]:
+def standardise_outputs(y: Tensor) -> tuple[Tensor, float, float]:
+    """(y - mean) / sd, mean, sd; all values equal: zeros (the scale left alone)."""
     mu, sd = y.mean().item(), y.std(correction=0).item()
     sd = sd if sd > 1e-12 else 1.0  # all equal: leave the scale alone
     return (y - mu) / sd, mu, sd
@@ -111,7 +113,7 @@ def warp_outputs(y: Tensor) -> tuple[Tensor, float]:
     lower one, where the search is); on losses that are Gaussian already lambda is near 1 and
     it does next to nothing. It is monotone, so the order of the losses (and the best) is kept.
     Fitted on standardised values, so it does not depend on the losses' offset or scale."""
-    ys = _standardise(y.double())[0]
+    ys = standardise_outputs(y.double())[0]
     if len(ys) < 3 or ys.abs().max() == 0:
         return ys, 1.0
     z = ys.numpy()
@@ -120,7 +122,7 @@ def warp_outputs(y: Tensor) -> tuple[Tensor, float]:
     lam = float(np.clip(stats.yeojohnson_normmax(z), -2.0, 1.0))
     if lam == 1.0:
         return ys, lam
-    return _standardise(torch.from_numpy(stats.yeojohnson(z, lam)))[0], lam
+    return standardise_outputs(torch.from_numpy(stats.yeojohnson(z, lam)))[0], lam
 
 
 class GP:
@@ -130,7 +132,7 @@ class GP:
     def __init__(self, x: Tensor, y: Tensor, kernel: Kernel, standardise: bool = True) -> None:
         self.x, self.kernel = x.double(), kernel  # (n, d)
         y = y.double()
-        self.ys, self.mu, self.sd = _standardise(y) if standardise else (y, 0.0, 1.0)  # (n,)
+        self.ys, self.mu, self.sd = standardise_outputs(y) if standardise else (y, 0.0, 1.0)  # (n,)
         d2 = sq_diffs(self.x) @ kernel.lengthscale.to(self.x.dtype).pow(-2)  # (n, n)
         K = kernel.signal * _matern52_d2(d2)
         self.L = robust_cholesky(K + kernel.noise * torch.eye(len(self.x), dtype=torch.float64))
@@ -232,7 +234,7 @@ def fit_kernel(
 ) -> Kernel:
     """MAP kernel hyperparameters: L-BFGS-B from the prior mode and `restarts - 1` prior draws."""
     x = x.double()
-    ys = _standardise(y.double())[0]
+    ys = standardise_outputs(y.double())[0]
     sq = sq_diffs(x)
     d = x.shape[1]
     mode, sds, bounds = log_prior(d)
