@@ -32,16 +32,26 @@ def bo_after(n: int, **options) -> BayesOpt:
     return bo
 
 
-def test_no_model_before_the_initial_design_has_results():
+def test_no_model_before_the_initial_design_has_results(monkeypatch):
     bo = BayesOpt(SPACE, 0, **FAST)
+    proposals = []  # the model's proposals, counted where they are made
+    propose = BayesOpt._propose
+
+    def counted(self, *args):
+        proposals.append(propose(self, *args))
+        return proposals[-1]
+
+    monkeypatch.setattr(BayesOpt, "_propose", counted)
     first = [bo.ask() for _ in range(3)]
     assert [s.params for s in first] == [sobol_design(SPACE, 0, 3, i) for i in range(3)]
     bo.tell(0, loss(first[0].params))
     bo.tell(1, loss(first[1].params))
     assert bo.ask() is None and len(bo.trials) == 3  # two results, one running: wait
+    assert proposals == []
     bo.tell(2, loss(first[2].params))
     s = bo.ask()
-    assert s.id == 3 and s.params != random_params(SPACE, 0, 3)  # now the model proposes
+    assert s.id == 3 and len(proposals) == 1  # now the model proposes ...
+    assert s.params == SPACE.from_unit(proposals[0].tolist())  # ... and its point is asked
     assert BayesOpt(SPACE, 0, **FAST).ask().params == first[0].params  # deterministic
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from baselines import TPE, Budget, RandomSearch, SearcherError, random_params
+from baselines import TPE, Budget, RandomSearch, SearcherError
 from baselines.design import sobol_design
 from baselines.tpe import ParzenEstimator, bandwidths, trial_weights
 from stn.space import HParam, Space
@@ -71,15 +71,18 @@ def test_an_integer_cell_is_scored_by_its_mass():
     assert np.exp(a) > np.exp(c)
 
 
-def test_waits_for_the_initial_results_then_uses_the_model():
+def test_waits_for_the_initial_results_then_uses_the_model(monkeypatch):
     t = TPE(SPACE, 0, n_initial=3)
+    built = []  # the estimators the model was built with, counted where they are built
+    estimators = TPE.estimators
+    monkeypatch.setattr(TPE, "estimators", lambda self: built.append(estimators(self)) or built[-1])
     first = [t.ask() for _ in range(3)]
     assert [s.params for s in first] == [sobol_design(SPACE, 0, 3, i) for i in range(3)]
     t.tell(0, bowl(first[0].params))
-    assert t.ask() is None  # one result, two running
+    assert t.ask() is None and built == []  # one result, two running: no model yet
     for s in first[1:]:
         t.tell(s.id, bowl(s.params))
-    assert t.ask().params != random_params(SPACE, 0, 3)
+    assert t.ask().id == 3 and len(built) == 1 and built[0] is not None  # the model proposed
 
 
 def test_pending_trials_count_as_bad():
