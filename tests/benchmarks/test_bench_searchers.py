@@ -25,7 +25,8 @@ def test_ours_reports_the_best_and_the_faces(method):
     space, f, fmin = PROBLEMS["branin"]
     with threadpool_limits(limits=1):
         best, faces = ours(method, space, f, 0, 12)
-    assert fmin <= best < 300 and all(isinstance(x, bool) for x in faces)
+    # 12 evaluations find a value far below Branin's median over the box (about 35)
+    assert fmin <= best < 10 and all(isinstance(x, bool) for x in faces)
     assert len(faces) == {"random": 0, "tpe": 2, "bo": 7}[method]  # after n_initial (10, 5)
 
 
@@ -51,7 +52,7 @@ def test_optuna_in_the_same_protocol():
     pytest.importorskip("optuna")  # a benchmark-only extra: the suite runs without it
     space, f, fmin = PROBLEMS["branin"]
     best, faces = bench_searchers.optuna_run("optuna-tpe", space, f, 0, 12)
-    assert fmin <= best < 300 and len(faces) == 2
+    assert fmin <= best < 10 and len(faces) == 2
 
 
 def test_ask_seconds_is_positive():
