@@ -17,6 +17,7 @@ Quick mode runs the smoke variant (one seed, tiny runs): start-up dominates it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -60,41 +61,39 @@ def import_cpu_s(repeats: int = 3) -> float:
 
 def _sweep(mode: str, quick: bool, runs: Path, methods: Any = None) -> dict[str, Any]:
     """One demo sweep with the given local executor; its cost and its selected results."""
-    import experiments.runner as runner
+    import submitit
+
     from experiments.registry import get
+    from experiments.runner import run_experiment
     from slurm.executors import local_threads, make_executor
 
-    made: list[Any] = []
-    original = runner._executor
-
-    def executor(stack: Any, exp: Any, folder: Path) -> Any:
-        if mode == "fresh":  # what the local launcher was: submitit, one interpreter per job
-            made.append(make_executor(exp.launch, folder, name=exp.name))
-        else:
-            made.append(original(stack, exp, folder))
-        return made[-1]
-
     exp = get(EXPERIMENT)
-    threads = local_threads(exp.launch, exp.budget.parallel)
+    folder, parallel = runs / EXPERIMENT / ".submitit", exp.budget.parallel
+    threads = local_threads(exp.launch, parallel)
     env_before = os.environ.get("OMP_NUM_THREADS")
-    if mode == "fresh":  # the same threads per job as the pool gives
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-    runner._executor = executor
+    if mode == "fresh":  # what the local launcher was: submitit, one interpreter per job ...
+        executor = submitit.AutoExecutor(folder=folder, cluster="local")
+        executor.update_parameters(timeout_min=exp.launch.timeout_min)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # ... with the threads a worker gets
+    else:
+        executor = make_executor(exp.launch, folder, name=exp.name, parallel=parallel)
     cpu0, t0 = _cpu(), time.perf_counter()
     try:
-        out = runner.run_experiment(exp, methods, runs_dir=runs, launcher="local", smoke=quick,
-                                    bar=False)  # fmt: skip
+        with contextlib.ExitStack() as stack:
+            if mode == "pool":
+                stack.enter_context(executor)
+            out = run_experiment(exp, methods, runs_dir=runs, launcher="local", smoke=quick,
+                                 bar=False, executor=executor)  # fmt: skip
     finally:
-        runner._executor = original
         if env_before is None:
             os.environ.pop("OMP_NUM_THREADS", None)
         else:
             os.environ["OMP_NUM_THREADS"] = env_before
     wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
     if mode == "fresh":  # submitit's local jobs: one log per job and process
-        started = len(list((runs / EXPERIMENT / ".submitit").glob("[0-9]*_log.out")))
+        started = len(list(folder.glob("[0-9]*_log.out")))
     else:
-        started = made[0].started
+        started = executor.started
     from experiments.store import verdict
 
     chosen = {f"{m}/{k}": verdict(o).get("val_loss") for (m, k), o in sorted(out.items())}

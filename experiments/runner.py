@@ -247,14 +247,18 @@ def run_experiment(
     overrides: Sequence[str] = (),
     objectives: dict[str, Callable] | None = None,
     bar: bool | None = None,
+    executor: Any = None,
 ) -> dict[tuple[str, int], dict[str, Any]]:
     """Run (or resume) `methods` x `seeds` of `exp` (default: the spec's); returns
     (method, seed) -> the run's result record or the search's summary.
 
     `launcher`: a launcher name or a slurm.executors.Launch (default: exp.launch). `wandb` None
     means offline on SLURM (compute nodes rarely reach the internet; `wandb sync` later), off
-    elsewhere. `objectives` replaces {"stn": run_stn, "trial": run_trial} (tests). Bad input
+    elsewhere. `objectives` replaces {"stn": run_stn, "trial": run_trial} (tests); `executor`
+    the launch's executor (benchmarks compare two for one launcher). Bad input
     raises SpecError (or another ValueError subclass) before anything is written."""
+    from slurm.executors import make_executor
+
     exp = resolve(exp, smoke=smoke, overrides=overrides, launcher=launcher)
     if seeds is not None:
         exp = apply_overrides(exp, {"seeds": tuple(seeds)})
@@ -279,7 +283,11 @@ def run_experiment(
             print(f"{u.place.name}: in use by {describe_holder(who)}; waiting for it",
                   file=sys.stderr, flush=True)  # fmt: skip
     with contextlib.ExitStack() as stack:  # every check passed: from here on the store changes
-        executor = _executor(stack, exp, runs / exp.name / ".submitit")
+        if executor is None:
+            executor = make_executor(exp.launch, runs / exp.name / ".submitit", name=exp.name,
+                                     parallel=exp.budget.parallel)  # fmt: skip
+            if isinstance(executor, contextlib.AbstractContextManager):  # local: its workers
+                stack.enter_context(executor)  # end with the sweep
         units = [u if isinstance(u, JobUnit) else _search(stack, exp, u, runs, objectives["trial"],
                                                           wandb, bar) for u in planned]  # fmt: skip
         try:
@@ -295,19 +303,6 @@ def run_experiment(
                 p.close()
     return {(u.method, u.seed): u.outcome() if isinstance(u, JobUnit) else u.summary()
             for u in units}  # fmt: skip
-
-
-def _executor(stack: contextlib.ExitStack, exp: Experiment, folder: Path) -> Any:
-    """The sweep's executor: for `local`, a pool of budget.parallel warm workers (stopped when
-    the sweep ends) with their share of the cores each; else submitit's."""
-    from slurm.executors import local_threads, make_executor
-    from slurm.pool import WarmPool
-
-    launch, parallel = exp.launch, exp.budget.parallel
-    if launch.launcher != "local":
-        return make_executor(launch, folder, name=exp.name)
-    pool = WarmPool(folder, parallel, local_threads(launch, parallel), launch.gpus_per_node)
-    return stack.enter_context(pool)
 
 
 def _search(stack: contextlib.ExitStack, exp: Experiment, place: Place, runs: Path,

@@ -139,15 +139,22 @@ def parse_extra(extra: Sequence[str]) -> dict[str, str]:
 
 
 def make_executor(
-    launch: Launch, folder: str | Path, *, name: str = "stn"
-) -> submitit.AutoExecutor:
-    """A submitit executor for `launch.launcher`, its logs and pickles under `folder`.
+    launch: Launch, folder: str | Path, *, name: str = "stn", parallel: int = 1
+) -> Any:
+    """The executor of `launch.launcher`, its logs (and pickles) under `folder`.
 
-    The returned `AutoExecutor` wraps submitit's concrete executor (`executor._executor` is a
-    DebugExecutor, LocalExecutor or SlurmExecutor).
+    `debug` and `slurm`: submitit's `AutoExecutor` (`executor._executor` is a DebugExecutor or
+    SlurmExecutor). `local`: a `slurm.pool.WarmPool` of `parallel` warm workers with
+    `local_threads(launch, parallel)` threads each; it is a context manager that stops its
+    workers on exit (call `shutdown()` otherwise).
     """
     if not isinstance(launch, Launch):
         raise LaunchError(f"make_executor needs a Launch, got {type(launch).__name__}")
+    if launch.launcher == "local":
+        from .pool import WarmPool
+
+        threads = local_threads(launch, parallel)
+        return WarmPool(folder, parallel, threads, gpus_per_worker=launch.gpus_per_node)
     if launch.launcher == "slurm" and shutil.which("srun") is None:
         raise LaunchError(
             "launcher 'slurm' needs SLURM's commands (srun is not on PATH); valid launchers"

@@ -82,6 +82,8 @@ def worker_devices(slot: int, gpus: int, visible: str | None = None) -> list[str
 
 def _worker(conn: Connection, threads: int, env: dict[str, str]) -> None:
     """A worker's life: set its threads, import torch once, then run jobs until the pipe closes."""
+    for key in [k for k in os.environ if k.startswith(("SLURM_", "SUBMITIT_"))]:
+        del os.environ[key]  # a driver inside a SLURM job: its jobs are not that job's tasks
     os.environ.update(env)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the driver, which cancels
     import torch

@@ -15,6 +15,9 @@ from slurm import (
     Launch,
     LaunchError,
     ResumableJob,
+    WarmPool,
+    WorkerDied,
+    local_threads,
     make_executor,
     on_checkpoint,
     submit_calls,
@@ -39,9 +42,10 @@ def test_debug_and_local_executors(tmp_path):
     assert type(ex._executor) is submitit.DebugExecutor
     assert ex.submit(pow, 2, 5).result() == 32
 
-    ex = make_executor(Launch(launcher="local", timeout_min=7, gpus_per_node=1), tmp_path / "l")
-    assert type(ex._executor) is submitit.LocalExecutor
-    assert ex._executor.parameters == {"name": "stn", "timeout_min": 7, "gpus_per_node": 1}
+    launch = Launch(launcher="local", cpus_per_task=3, gpus_per_node=1)
+    with make_executor(launch, tmp_path / "l", parallel=1) as pool:  # the warm worker pool
+        assert isinstance(pool, WarmPool) and pool.gpus == 1
+        assert pool.threads == local_threads(launch, 1) and pool.submit(pow, 2, 5).result() == 32
 
 
 def test_slurm_executor_parameters(tmp_path, fake_srun):
@@ -119,9 +123,19 @@ def test_submit_calls_mixes_functions_and_hides_a_drivers_slurm_variables(tmp_pa
     assert batches == [2, 1] and [j.result() for j in jobs] == [8, (3, 1), 1]
     # a driver running inside a SLURM job: its tasks must not see the job's own variables
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "7")
-    local = make_executor(Launch(launcher="local"), tmp_path / "local")
-    (job,) = submit_calls(local, [(os.environ.get, ("SLURM_CPUS_PER_TASK", "unset"))], 1)
-    assert job.result() == "unset" and os.environ["SLURM_CPUS_PER_TASK"] == "7"
+    with make_executor(Launch(launcher="local"), tmp_path / "local") as local:
+        (job,) = submit_calls(local, [(os.environ.get, ("SLURM_CPUS_PER_TASK", "unset"))], 1)
+        assert job.result() == "unset" and os.environ["SLURM_CPUS_PER_TASK"] == "7"
+        # a worker started later, outside submit_calls (a replacement), is just as clean
+        with pytest.raises(WorkerDied):
+            local.submit(os._exit, 1).result()
+        assert local.submit(_slurm_cpus).result() == "unset" and local.started == 2
+
+
+def _slurm_cpus() -> str:
+    """SLURM_CPUS_PER_TASK as the process running this sees it (os.environ.get itself would be
+    pickled with the submitting process's environment)."""
+    return os.environ.get("SLURM_CPUS_PER_TASK", "unset")
 
 
 def _hook_raises() -> None:
