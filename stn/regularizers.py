@@ -54,7 +54,8 @@ def as_strength(s: Tensor | float, batch: int, like: Tensor, name: str) -> Tenso
 def _keep_scale(p: Tensor) -> tuple[Tensor, Tensor]:
     """Keep probability q = 1 - p and the inverted-dropout scale 1/q (0 where q is 0)."""
     q = 1.0 - p.clamp(0.0, 1.0)
-    return q, torch.where(q > 0, 1.0 / q.clamp_min(1e-12), torch.zeros_like(q))
+    # q is 0 or at least 2^-24 (float32), so 1/q is finite except at 0 (inf) or a nan rate
+    return q, q.reciprocal().nan_to_num_(nan=0.0, posinf=0.0)
 
 
 def _masked(
@@ -64,8 +65,8 @@ def _masked(
     q, scale = _keep_scale(p)
     u = torch.rand(mask_shape, generator=gen, device=x.device, dtype=x.dtype)
     # u in [0, 1): keep when u < q, so q = 1 (p = 0) keeps everything and q = 0 keeps nothing
-    keep = (u < q.view(view)).to(x.dtype)
-    return times_constant(x, keep * scale.view(view))  # x * mask
+    mask = torch.where(u < q.view(view), scale.view(view), 0.0)
+    return times_constant(x, mask)  # x * mask
 
 
 def _batch_view(x: Tensor, dim: int = 0) -> tuple[int, ...]:

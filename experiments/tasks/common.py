@@ -149,11 +149,13 @@ def with_init(space: Space, init: Mapping[str, float]) -> Space:
 
 
 def penalised_weights(model: nn.Module) -> list[Tensor]:
-    """The weight matrices weight decay acts on: plain and hyper weights, no biases, no V."""
+    """The weight matrices weight decay acts on: plain and hyper weights, no biases, no V;
+    only those being trained (requires_grad): a frozen weight's penalty is a constant, e.g. the
+    other group in each of Delta-STN's two weight steps."""
     return [
         p
         for n, p in model.named_parameters()
-        if n.endswith("weight") and "scaling" not in n and p.dim() > 1
+        if p.requires_grad and n.endswith("weight") and "scaling" not in n and p.dim() > 1
     ]
 
 

@@ -235,6 +235,23 @@ def test_digits_weight_decay_is_in_the_training_objective_only():
     assert torch.equal(losses[1e-1][1], losses[1e-6][1])
 
 
+def test_weight_decay_acts_on_the_weights_being_trained_only():
+    from experiments.tasks.common import penalised_weights
+    from stn.delta import frozen
+
+    model = DigitsTask(hidden=8).build(0).build_model(3)
+    names = {id(p): n for n, p in model.named_parameters()}
+    every = {names[id(p)] for p in penalised_weights(model)}
+    assert every == {f"{m}.{w}" for m in ("hidden.0", "hidden.1", "out")
+                     for w in ("weight", "hyper_weight")}  # fmt: skip
+    hyper = [p for n, p in model.named_parameters() if "hyper_" in n]
+    with frozen(hyper):  # Delta-STN's ordinary step: the response group is a constant
+        assert {names[id(p)] for p in penalised_weights(model)} == {
+            n for n in every if "hyper_" not in n
+        }
+    assert {names[id(p)] for p in penalised_weights(model)} == every
+
+
 @pytest.mark.parametrize("task, missing", [
     (Cifar10Task, "data_batch_1"), (PTBTask, "ptb.train.txt"),
 ])  # fmt: skip

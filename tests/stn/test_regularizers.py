@@ -52,6 +52,24 @@ def test_dropout_kept_fraction_and_mean_per_example():
     assert torch.allclose(y.mean(dim=1), torch.ones(4), atol=0.03)
 
 
+@pytest.mark.parametrize("kind, x_shape, mask_shape, view", [
+    ("dropout", (6, 12, 5, 3), (6, 12, 5, 3), (-1, 1, 1, 1)),
+    ("channel_dropout", (6, 12, 5, 3), (6, 12, 1, 1), (-1, 1, 1, 1)),
+    ("locked_dropout", (4, 6, 5), (1, 6, 5), (1, -1, 1)),
+])  # fmt: skip
+def test_dropout_is_its_definition_with_the_same_draw(kind, x_shape, mask_shape, view):
+    """x * 1[u < q] / q with q = 1 - clamp(p, 0, 1) and u the uniform draw of the mask's
+    shape; 0 where q = 0 (no nan, no inf)."""
+    p = torch.tensor([0.0, 0.3, 0.999, 1.0, 1.5, -0.2])
+    x = torch.randn(x_shape)
+    y = getattr(R, kind)(x, p, generator=_gen("cpu", 3))
+    u = torch.rand(mask_shape, generator=_gen("cpu", 3))
+    q = (1 - p.clamp(0, 1)).view(view)
+    want = x * ((u < q).float() * torch.where(q > 0, 1 / q, 0.0))
+    assert torch.equal(y, want)
+    assert y.isfinite().all()
+
+
 def test_rate_one_drops_everything_without_nan():
     y = R.dropout(torch.ones(2, 100), torch.tensor([1.0, 0.0]))
     assert torch.equal(y[0], torch.zeros(100)) and torch.equal(y[1], torch.ones(100))
