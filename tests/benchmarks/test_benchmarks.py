@@ -126,6 +126,7 @@ def test_run_checked_reports_the_end_of_stderr():
     assert len(str(e.value)) == len("the child failed: ") + 800
 
 
+@pytest.mark.slow  # builds a report in a real CLI process
 def test_report_quick(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = bench_report.run(quick=True, trials=8)

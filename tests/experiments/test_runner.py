@@ -218,8 +218,12 @@ def check_complete(folder: Path) -> None:
 
 
 @pytest.mark.usefixtures("one_thread")
-@pytest.mark.parametrize("launcher", ["debug", "local"])
-@pytest.mark.parametrize("name", list(LOCAL_METHODS))
+@pytest.mark.parametrize("name, launcher", [
+    *((n, "debug") for n in LOCAL_METHODS),
+    # the warm pool once in the quick suite, every definition through it in the full one
+    *(pytest.param(n, "local", marks=[] if n == "digits-mlp" else pytest.mark.slow)
+      for n in LOCAL_METHODS),
+])  # fmt: skip
 def test_every_smoke_variant_runs(tmp_path, data_dirs, name, launcher):
     from experiments.registry import get
 

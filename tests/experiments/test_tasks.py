@@ -318,7 +318,9 @@ def lm_data(tmp_path_factory):
     return write_ptb(tmp_path_factory.mktemp("lm"), n_lines=400, vocab=200, seed=0)
 
 
-@pytest.mark.parametrize("name", ["ptb-output-dropout", "ptb-lstm"])
+@pytest.mark.parametrize("name", [
+    pytest.param("ptb-output-dropout", marks=pytest.mark.slow), "ptb-lstm",
+])  # fmt: skip
 def test_ptb_stn_at_lr_30_with_raw_or_valued_input_trains_to_a_sane_perplexity(name, lm_data):
     """Deviation 1: with an STN decoder (its own 10000 x 650 hyper path) the raw hypernetwork
     input diverged at lr 30 (best validation perplexity 6725 here, 3e5..1e12 reported, status
