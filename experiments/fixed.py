@@ -253,12 +253,7 @@ class _Run:
             ckpt.save_atomic(state, self.path)
 
     def load(self, state: dict[str, Any], promotion: bool, own_best: bool = False) -> None:
-        changed = ckpt.changed_settings(state["config"], asdict(self.cfg), _RESUMABLE)
-        if changed:
-            raise ValueError(
-                f"checkpoint was written with other settings: {', '.join(changed)}; "
-                "use the same config or another checkpoint_path"
-            )
+        ckpt.check_settings(state["config"], asdict(self.cfg), _RESUMABLE)
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizers"]["weights"])
         self.plateau.load_state_dict(state["plateau"])

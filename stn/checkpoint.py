@@ -24,9 +24,11 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from .config import ConfigError
+
 __all__ = [
     "FORMAT",
-    "changed_settings",
+    "check_settings",
     "load",
     "rng_state",
     "save_atomic",
@@ -123,10 +125,15 @@ def load(path: str | Path | None, loop: str | None = None) -> dict[str, Any] | N
     return None
 
 
-def changed_settings(saved: dict[str, Any], now: dict[str, Any], resumable: tuple[str, ...]):
-    """The settings that differ between a checkpoint's config and this run's, other than those
-    a resumed run may change (its budget, device)."""
-    return [k for k, v in now.items() if k not in resumable and saved.get(k) != v]
+def check_settings(saved: dict[str, Any], now: dict[str, Any], resumable: tuple[str, ...]):
+    """Refuse to resume from a checkpoint whose config differs from this run's in a setting
+    other than those a resumed run may change (its budget, device): ConfigError naming them."""
+    changed = [k for k, v in now.items() if k not in resumable and saved.get(k) != v]
+    if changed:
+        raise ConfigError(
+            f"checkpoint was written with other settings: {', '.join(changed)}; "
+            "use the same config or another checkpoint_path"
+        )
 
 
 def skip(batches: Iterable[Any], n: int) -> Iterator[Any]:

@@ -385,12 +385,7 @@ class _Run:
         }
 
     def load(self, state: dict[str, Any]) -> None:
-        changed = ckpt.changed_settings(state["config"], asdict(self.cfg), _RESUMABLE)
-        if changed:
-            raise ConfigError(
-                f"checkpoint was written with other settings: {', '.join(changed)}; "
-                "use the same config or another checkpoint_path"
-            )
+        ckpt.check_settings(state["config"], asdict(self.cfg), _RESUMABLE)
         self.model.load_state_dict(state["model"])
         self.hyper.load_state_dict(state["hyper"])
         for k, o in self.opts.items():

@@ -97,3 +97,18 @@ def test_checkpoint_format_and_on_resume(toy_problem, loop, tmp_path):
             "counters", "problem", "rng"} <= set(state)  # fmt: skip
     assert state["counters"]["rows"] == len(rows) and state["counters"]["step"] == 6
     assert load(path, "stn" if loop == "fixed" else "fixed") is None  # the other loop's: unusable
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_checkpoint_of_other_settings_is_refused_and_left_as_it_was(toy_problem, loop, tmp_path):
+    from stn.config import ConfigError
+
+    path = tmp_path / "c.pt"
+    run(loop, toy_problem(), path=path, stop_after_steps=6, cfg={"lr": 0.01})
+    before = path.read_bytes()
+    with pytest.raises(ConfigError, match=r"other settings: lr; use the same config"):
+        run(loop, toy_problem(), path=path, cfg={"lr": 0.02})
+    assert path.read_bytes() == before
+    # the budget and the device may change on resume: the cut run goes on to its new end
+    res = run(loop, toy_problem(), path=path, cfg={"lr": 0.01, "epochs": 4})
+    assert res.status == "ok" and res.steps == 16
