@@ -42,7 +42,7 @@ from torch import Tensor
 from stn.space import Space
 
 from .base import Searcher, Suggestion, random_params, require_bounded
-from .design import sobol_design
+from .design import sobol_design, waiting_for_design
 from .gp import GP, GPError, fit_kernel, log_expected_improvement, standardise_outputs, warp_outputs
 
 __all__ = ["BayesOpt", "unsupported_faces"]
@@ -87,9 +87,9 @@ class BayesOpt(Searcher):
         n = self.options.n_initial
         if trial_id < n:
             return Suggestion(trial_id, sobol_design(self.space, self.seed, n, trial_id))
+        if waiting_for_design(self.trials.values(), n):
+            return None
         x, y, n_finite = self.observations()
-        if len(y) < self.options.n_initial and self.pending:
-            return None  # the initial design is still running: wait for its results
         if n_finite < 2:
             return Suggestion(trial_id, random_params(self.space, self.seed, trial_id))
         seed = int(np.random.SeedSequence([self.seed, trial_id]).generate_state(1)[0])

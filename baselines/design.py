@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import torch
 
 from stn.space import Space
 
-__all__ = ["sobol_design"]
+__all__ = ["sobol_design", "waiting_for_design"]
 
 
 def sobol_design(space: Space, seed: int, n: int, trial_id: int) -> dict[str, float]:
@@ -22,3 +25,12 @@ def sobol_design(space: Space, seed: int, n: int, trial_id: int) -> dict[str, fl
     engine = torch.quasirandom.SobolEngine(len(space), scramble=True, seed=seed)
     u = engine.draw(n, dtype=torch.float64)[trial_id]
     return space.from_unit(u.tolist())
+
+
+def waiting_for_design(trials: Iterable[Any], n: int) -> bool:
+    """True while fewer than n of `trials` (a searcher's `Trial`s) have a result and some are
+    still running: a model-based searcher's ask then returns None, as Ax's generation strategies
+    wait for the initial design's data, instead of fitting its model to part of the design and
+    its pending trials."""
+    statuses = [t.status for t in trials]
+    return None in statuses and sum(s is not None for s in statuses) < n

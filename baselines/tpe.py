@@ -32,7 +32,7 @@ from scipy.special import log_ndtr, logsumexp, ndtr, ndtri
 from stn.space import Space
 
 from .base import Searcher, Suggestion, Trial, random_params, require_bounded
-from .design import sobol_design
+from .design import sobol_design, waiting_for_design
 
 __all__ = ["TPE", "ParzenEstimator"]
 
@@ -69,8 +69,8 @@ class TPE(Searcher):
         if trial_id < o.n_initial:
             u = sobol_design(self.space, self.seed, o.n_initial, trial_id)
             return Suggestion(trial_id, u)
-        if sum(t.status is not None for t in self.trials.values()) < o.n_initial and self.pending:
-            return None  # the initial trials are still running: wait for their results
+        if waiting_for_design(self.trials.values(), o.n_initial):
+            return None
         models = self.estimators()
         if models is None:  # nothing finite told yet
             return Suggestion(trial_id, random_params(self.space, self.seed, trial_id))

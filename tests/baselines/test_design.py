@@ -1,4 +1,5 @@
-"""The initial design covers every range, on its own scale, deterministically."""
+"""The initial design covers every range, on its own scale, deterministically; a model-based
+searcher waits for its results."""
 
 from __future__ import annotations
 
@@ -46,3 +47,17 @@ def test_deterministic_and_checked():
     assert SPACE.validate(sobol_design(SPACE, 0, 5, 4))
     with pytest.raises(ValueError, match="not in an initial design of 5"):
         sobol_design(SPACE, 0, 5, 5)
+
+
+def test_a_searcher_waits_only_while_its_design_is_part_told_and_part_running():
+    from types import SimpleNamespace
+
+    from baselines.design import waiting_for_design
+
+    def trials(*statuses):
+        return [SimpleNamespace(status=s) for s in statuses]
+
+    assert waiting_for_design(trials("ok", None, None), 3)  # 1 of 3 told, 2 running
+    assert not waiting_for_design(trials("ok", "failed", "ok", None), 3)  # the design is told
+    assert not waiting_for_design(trials("ok", "ok"), 3)  # none running: nothing to wait for
+    assert not waiting_for_design(trials(None, None), 0)  # no design
