@@ -54,7 +54,8 @@ def as_strength(s: Tensor | float, batch: int, like: Tensor, name: str) -> Tenso
 def _keep_scale(p: Tensor) -> tuple[Tensor, Tensor]:
     """Keep probability q = 1 - p and the inverted-dropout scale 1/q (0 where q is 0)."""
     q = 1.0 - p.clamp(0.0, 1.0)
-    # q is 0 or at least 2^-24 (float32), so 1/q is finite except at 0 (inf) or a nan rate
+    # q = 1 - p is 0 or at least half an ulp of 1 in any float dtype, so 1/q is finite except
+    # at q = 0 (inf) or for a nan rate, both made 0
     return q, q.reciprocal().nan_to_num_(nan=0.0, posinf=0.0)
 
 
